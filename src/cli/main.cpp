@@ -1,1 +1,80 @@
-int main() { return 0; }
+// qlora: LoRA / QLoRA fine-tuning toolkit. This file owns global options, logging setup, error
+// reporting and the --json contract; each subcommand lives in cmd_<name>.cpp.
+#include <iostream>
+
+#include "command.h"
+#include "qlora/core/error.h"
+#include "qlora/core/log.h"
+
+namespace qlora::cli {
+
+std::string example_footer(const std::string& examples) { return "\nExample:\n" + examples; }
+
+namespace {
+
+// Human-readable rendering of a result object: "key: value" lines.
+void print_summary(const Json& result) {
+  for (const auto& [key, value] : result.items()) {
+    std::cout << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump()) << "\n";
+  }
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  CLI::App app{"qlora: fine-tune transformer models with LoRA and QLoRA (C++ / libtorch)", "qlora"};
+  app.set_version_flag("--version", "qlora 0.1.0");
+  app.require_subcommand(1);
+  app.fallthrough();
+  GlobalOptions global;
+  app.add_flag("--json", global.json, "Print the result as one JSON object on the last stdout line");
+  app.add_option("--log-level", global.log_level, "trace, debug, info, warn, error or off (logs go to stderr)")
+      ->capture_default_str();
+  app.footer(
+      "\nWorkflow:\n"
+      "  qlora prepare squad_to_mrc --input train.json --output train.jsonl\n"
+      "  qlora split --input train.jsonl --train t.jsonl --valid v.jsonl --valid-ratio 0.1\n"
+      "  qlora train --config configs/xlmr_vi_qa.yaml\n"
+      "Run 'qlora SUBCOMMAND --help' for each subcommand's options.");
+
+  Registry registry;
+  add_prepare_command(app, registry, global);
+  add_split_command(app, registry, global);
+  add_train_command(app, registry, global);
+  add_eval_command(app, registry, global);
+  add_infer_command(app, registry, global);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  try {
+    log::init(global.log_level);
+    for (const auto& [subcommand, fn] : registry.commands()) {
+      if (!subcommand->parsed()) continue;
+      // A nested subcommand (prepare squad_to_mrc) registers itself; skip its parent.
+      bool child_ran = false;
+      for (const auto* child : subcommand->get_subcommands()) child_ran |= child->parsed();
+      if (child_ran) continue;
+      const Json result = fn();
+      if (global.json) {
+        std::cout << result.dump(-1, ' ', false, Json::error_handler_t::replace) << std::endl;
+      } else {
+        print_summary(result);
+      }
+      return 0;
+    }
+    fail("no subcommand to run");
+  } catch (const Error& e) {
+    std::cerr << "qlora: error: " << e.what() << std::endl;
+  } catch (const std::exception& e) {
+    std::cerr << "qlora: internal error: " << e.what() << std::endl;
+  }
+  return 1;
+}
+
+}  // namespace qlora::cli
+
+int main(int argc, char** argv) { return qlora::cli::run(argc, argv); }
