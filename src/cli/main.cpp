@@ -19,6 +19,15 @@ void print_summary(const Json& result) {
   }
 }
 
+// One line on stderr; under --json also {"error": ...} as the last stdout line.
+void report_failure(const GlobalOptions& global, const std::string& kind, const std::string& message) {
+  std::cerr << "qlora: " << kind << ": " << message << std::endl;
+  if (global.json) {
+    std::cout << Json{{"ok", false}, {"error", message}}.dump(-1, ' ', false, Json::error_handler_t::replace)
+              << std::endl;
+  }
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -58,7 +67,8 @@ int run(int argc, char** argv) {
       bool child_ran = false;
       for (const auto* child : subcommand->get_subcommands()) child_ran |= child->parsed();
       if (child_ran) continue;
-      const Json result = fn();
+      Json result = {{"ok", true}};
+      result.update(fn());
       if (global.json) {
         std::cout << result.dump(-1, ' ', false, Json::error_handler_t::replace) << std::endl;
       } else {
@@ -68,9 +78,9 @@ int run(int argc, char** argv) {
     }
     fail("no subcommand to run");
   } catch (const Error& e) {
-    std::cerr << "qlora: error: " << e.what() << std::endl;
+    report_failure(global, "error", e.what());
   } catch (const std::exception& e) {
-    std::cerr << "qlora: internal error: " << e.what() << std::endl;
+    report_failure(global, "internal error", e.what());
   }
   return 1;
 }

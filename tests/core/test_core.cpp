@@ -95,3 +95,25 @@ TEST(Jsonl, ReadJsonFileReportsLine) {
 }
 
 }  // namespace
+
+#include "qlora/core/progress.h"
+
+namespace {
+
+TEST(Progress, RenderShowsCountRateAndEta) {
+  qlora::Progress p("train", 100);
+  const std::string line = p.render(25, 50.0, {{"loss", "1.2345"}});
+  EXPECT_NE(line.find("25/100"), std::string::npos) << line;
+  EXPECT_NE(line.find("0.50/s"), std::string::npos) << line;
+  EXPECT_NE(line.find("loss 1.2345"), std::string::npos) << line;
+  EXPECT_NE(line.find("eta 2m30s"), std::string::npos) << line;  // 75 left at 0.5/s
+  EXPECT_NE(line.find("[#####"), std::string::npos) << line;
+}
+
+TEST(Progress, FormatDuration) {
+  EXPECT_EQ(qlora::Progress::format_duration(5), "5s");
+  EXPECT_EQ(qlora::Progress::format_duration(185), "3m05s");
+  EXPECT_EQ(qlora::Progress::format_duration(3720), "1h02m");
+}
+
+}  // namespace

@@ -1,0 +1,1 @@
+# prepare/split CLI cases (filled in with the data library)
