@@ -56,7 +56,11 @@ int run(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // Usage errors exit 2, like most Unix tools; failures while running exit 1.
+    report_failure(global, "usage error", e.what());
+    std::cerr << "Run with --help for the options." << std::endl;
+    return 2;
   }
 
   try {

@@ -1,1 +1,51 @@
-# prepare/split CLI cases (filled in with the data library)
+# prepare / split through the binary, on the shipped Vietnamese QA sample. Sourced by
+# run_cli_tests.sh (uses its expect_status / contains / json_get helpers and $work, $root, $bin).
+sample="$root/data/nanibot-vi-sample/train_wiki_sample.json"
+
+# The sample holds 162 questions, 8 with a wrong answer_start, 6 of them relocatable (counted
+# independently by tests/fixtures/data/make_nanibot_fixtures.py with Python str indices).
+expect_status 0 "squad_to_mrc drop" "$bin" prepare squad_to_mrc --input "$sample" --output "$work/drop.jsonl" --json
+[ "$(json_get 'j["counts"]["mismatched_offsets"]')" = "8" ] && ok || bad "mismatches: $(last_json)"
+[ "$(json_get 'j["counts"]["written"]')" = "154" ] && ok || bad "drop written: $(last_json)"
+[ "$(wc -l <"$work/drop.jsonl")" -eq 154 ] && ok || bad "drop.jsonl line count"
+contains "drop warning names the question id" "$err" "A?R00000T636816930901603684"
+
+expect_status 0 "squad_to_mrc fix" "$bin" prepare squad_to_mrc --input "$sample" --output "$work/all.jsonl" --fix-offsets --json
+[ "$(json_get 'j["counts"]["fixed"]')" = "6" ] && ok || bad "fixed: $(last_json)"
+[ "$(json_get 'j["counts"]["written"]')" = "160" ] && ok || bad "fix written: $(last_json)"
+
+expect_status 1 "squad_to_mrc strict" "$bin" prepare squad_to_mrc --input "$sample" --output "$work/strict.jsonl" --strict
+contains "strict names the file" "$err" "train_wiki_sample.json"
+contains "strict names the JSON path" "$err" "data[15].paragraphs[0].qas[2].answers[0]"
+[ ! -e "$work/strict.jsonl" ] && ok || bad "strict left a partial output"
+ls "$work" | grep -q '\.tmp\.' && bad "temporary file left behind" || ok
+
+printf '{"version": "1.1", "data": [\n  {"title": "x", "paragraphs": [}\n]}\n' >"$work/broken.json"
+expect_status 1 "malformed SQuAD JSON" "$bin" prepare squad_to_mrc --input "$work/broken.json" --output "$work/b.jsonl"
+contains "malformed JSON names file:line" "$err" "broken.json:2"
+
+expect_status 2 "missing input" "$bin" prepare squad_to_mrc --input "$work/nope.json" --output "$work/n.jsonl"
+contains "missing input named" "$err" "nope.json"
+
+printf '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": 3}\n' >"$work/alpaca.jsonl"
+expect_status 1 "alpaca wrong type" "$bin" prepare alpaca --input "$work/alpaca.jsonl" --output "$work/i.jsonl"
+contains "alpaca error names file:line" "$err" "alpaca.jsonl:2"
+[ ! -e "$work/i.jsonl" ] && ok || bad "alpaca left a partial output"
+expect_status 0 "alpaca skip-invalid" "$bin" prepare alpaca --input "$work/alpaca.jsonl" --output "$work/i.jsonl" --skip-invalid --json
+[ "$(json_get 'j["counts"]["written"]')" = "1" ] && ok || bad "alpaca written: $(last_json)"
+
+printf 'a\nb\n' >"$work/src.txt"; printf 'x\n' >"$work/tgt.txt"
+expect_status 1 "pairs line-count mismatch" "$bin" prepare pairs --source-text "$work/src.txt" --target-text "$work/tgt.txt" --output "$work/p.jsonl"
+contains "pairs mismatch names a file" "$err" "tgt.txt"
+
+# split: counts add up, the seed fixes the bytes, contexts never straddle.
+expect_status 0 "split" "$bin" split --input "$work/all.jsonl" --train "$work/t1.jsonl" --valid "$work/v1.jsonl" --valid-ratio 0.1 --seed 7 --json
+[ "$(json_get 'j["counts"]["train"] + j["counts"]["valid"]')" = "160" ] && ok || bad "split counts: $(last_json)"
+"$bin" split --input "$work/all.jsonl" --train "$work/t2.jsonl" --valid "$work/v2.jsonl" --valid-ratio 0.1 --seed 7 >/dev/null 2>&1
+cmp -s "$work/t1.jsonl" "$work/t2.jsonl" && cmp -s "$work/v1.jsonl" "$work/v2.jsonl" && ok || bad "same seed, different split"
+python3 - "$work/t1.jsonl" "$work/v1.jsonl" <<'PY' && ok || bad "a context straddles train and valid"
+import json, sys
+ctx = lambda p: {json.loads(l)["context"] for l in open(p, encoding="utf-8") if l.strip()}
+sys.exit(1 if ctx(sys.argv[1]) & ctx(sys.argv[2]) else 0)
+PY
+expect_status 2 "split bad ratio" "$bin" split --input "$work/all.jsonl" --train "$work/t3.jsonl" --valid "$work/v3.jsonl" --valid-ratio 1.5
