@@ -12,10 +12,17 @@ std::string example_footer(const std::string& examples) { return "\nExample:\n" 
 
 namespace {
 
-// Human-readable rendering of a result object: "key: value" lines.
-void print_summary(const Json& result) {
-  for (const auto& [key, value] : result.items()) {
-    std::cout << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump()) << "\n";
+// Human-readable rendering of a result object: "key: value" lines, nested objects flattened to
+// "key.sub: value". Warnings were already logged to stderr, so they are not repeated.
+void print_summary(const Json& value, const std::string& prefix = "") {
+  for (const auto& [key, item] : value.items()) {
+    if (prefix.empty() && (key == "ok" || key == "warnings" || key == "warnings_suppressed")) continue;
+    const std::string name = prefix.empty() ? key : prefix + "." + key;
+    if (item.is_object()) {
+      print_summary(item, name);
+    } else {
+      std::cout << name << ": " << (item.is_string() ? item.get<std::string>() : item.dump()) << "\n";
+    }
   }
 }
 
