@@ -1,0 +1,60 @@
+// THE LoRA seam: every projection of every model goes through lora_linear(). Base weights
+// (dense today; NF4 and int8 join with the QLoRA issue), the low-rank adapter with PEFT
+// semantics, dropout, merging and disabling all live here; model files never open-code a LoRA add.
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+
+namespace qlora::nn {
+
+// Base weights of a projection, as nn.Linear stores them.
+struct LinearBase {
+  at::Tensor weight;  // [out, in]
+  at::Tensor bias;    // [out], or undefined when the layer has no bias
+  int64_t in_features() const { return weight.size(1); }
+  int64_t out_features() const { return weight.size(0); }
+};
+
+// A LoRA adapter on one projection (PEFT LoraLayer): out += B(A(dropout(x))) * scaling.
+struct LoraAdapter {
+  at::Tensor A;           // [R, in]  = PEFT lora_A.weight
+  at::Tensor B;           // [out, R] = PEFT lora_B.weight
+  double scaling = 1.0;   // lora_alpha / r, or lora_alpha / sqrt(r) with rslora
+  double dropout = 0.0;   // lora_dropout probability, applied to the adapter input in training
+  bool enabled = true;    // false: the layer behaves as its base (PEFT disable_adapter)
+  bool merged = false;    // true: B A * scaling has been added into the base weight
+  bool defined() const { return A.defined(); }
+  int64_t rank() const { return A.size(0); }
+};
+
+struct Linear {
+  LinearBase base;
+  LoraAdapter lora;  // empty (undefined A) when the projection is not adapted
+};
+
+// What a forward pass needs beyond its inputs.
+struct ForwardContext {
+  bool training = false;                  // enables dropout
+  std::optional<at::Generator> generator;  // dropout randomness; default generator when empty
+};
+
+// y = x W^T + b  (+ B(A(dropout(x))) * scaling when the adapter is defined, enabled, not merged).
+// x: [..., in] -> [..., out].
+at::Tensor lora_linear(const at::Tensor& x, const Linear& layer, const ForwardContext& ctx);
+
+// B A * scaling as a [out, in] tensor in the base weight's dtype (computed in float32, as PEFT
+// does on CPU for half types).
+at::Tensor lora_delta_weight(const LoraAdapter& adapter, at::ScalarType dtype);
+
+// Adds / subtracts the delta into the base weight (no autograd) and flips `merged`.
+void merge_adapter(Linear& layer);
+void unmerge_adapter(Linear& layer);
+
+// Dropout with an optional generator (at::dropout has none): x * mask / (1 - p).
+at::Tensor dropout(const at::Tensor& x, double p, const ForwardContext& ctx);
+
+}  // namespace qlora::nn
