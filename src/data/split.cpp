@@ -1,12 +1,12 @@
 #include "qlora/data/split.h"
 
 #include <cmath>
-#include <filesystem>
 #include <random>
 #include <unordered_map>
 
 #include "qlora/core/atomic_file.h"
 #include "qlora/core/error.h"
+#include "qlora/core/fs.h"
 
 namespace qlora::data {
 
@@ -35,12 +35,6 @@ std::vector<std::string> raw_lines(const std::string& path) {
     begin = end + 1;
   }
   return lines;
-}
-
-bool same_file(const std::string& a, const std::string& b) {
-  std::error_code ec;
-  if (std::filesystem::equivalent(a, b, ec)) return true;
-  return std::filesystem::weakly_canonical(a, ec) == std::filesystem::weakly_canonical(b, ec);
 }
 
 struct Filter {
@@ -102,10 +96,10 @@ SplitResult split(const SplitOptions& options) {
   if (options.train_output.empty() || options.valid_output.empty())
     fail("split: train and valid outputs are required");
   for (const auto* out : {&options.train_output, &options.valid_output}) {
-    if (same_file(*out, options.input))
+    if (fsys::same_file(*out, options.input))
       fail("split: output " + *out + " would overwrite the input " + options.input);
   }
-  if (same_file(options.train_output, options.valid_output)) {
+  if (fsys::same_file(options.train_output, options.valid_output)) {
     fail("split: train and valid outputs are the same file " + options.train_output);
   }
   const Filter filter = parse_filter(options.valid_filter);

@@ -117,3 +117,27 @@ TEST(Progress, FormatDuration) {
 }
 
 }  // namespace
+
+#include "qlora/core/fs.h"
+
+namespace {
+
+TEST(Fs, PathHelpers) {
+  EXPECT_EQ(qlora::fsys::join("a", "b"), "a/b");
+  EXPECT_EQ(qlora::fsys::join("a/", "b"), "a/b");
+  EXPECT_EQ(qlora::fsys::parent("a/b/c"), "a/b");
+  EXPECT_EQ(qlora::fsys::parent("c"), ".");
+  EXPECT_EQ(qlora::fsys::parent("/c"), "/");
+  EXPECT_EQ(qlora::fsys::components("a//b/../c"), (std::vector<std::string>{"a", "b", "..", "c"}));
+}
+
+TEST(Fs, SameFileForExistingAndNewPaths) {
+  const std::string dir = ::testing::TempDir() + "fs_same";
+  qlora::fsys::create_directories(dir + "/sub");
+  qlora::write_file_atomic(dir + "/x.txt", "x");
+  EXPECT_TRUE(qlora::fsys::same_file(dir + "/x.txt", dir + "/sub/../x.txt"));
+  EXPECT_TRUE(qlora::fsys::same_file(dir + "/new.txt", dir + "/sub/../new.txt"));  // neither exists
+  EXPECT_FALSE(qlora::fsys::same_file(dir + "/x.txt", dir + "/new.txt"));
+}
+
+}  // namespace
