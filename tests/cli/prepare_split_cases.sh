@@ -49,3 +49,23 @@ ctx = lambda p: {json.loads(l)["context"] for l in open(p, encoding="utf-8") if 
 sys.exit(1 if ctx(sys.argv[1]) & ctx(sys.argv[2]) else 0)
 PY
 expect_status 2 "split bad ratio" "$bin" split --input "$work/all.jsonl" --train "$work/t3.jsonl" --valid "$work/v3.jsonl" --valid-ratio 1.5
+
+# eval --metric em_f1 on predictions made from the references themselves: perfect scores, then
+# one prediction dropped (scores 0 and is reported as missing).
+python3 - "$work/v1.jsonl" "$work/preds.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[2], "w", encoding="utf-8") as out:
+    for line in open(sys.argv[1], encoding="utf-8"):
+        r = json.loads(line)
+        out.write(json.dumps({"id": r["id"], "prediction_text": r["answers"][0]["text"]}, ensure_ascii=False) + "\n")
+PY
+expect_status 0 "eval em_f1" "$bin" eval --metric em_f1 --predictions "$work/preds.jsonl" --references "$work/v1.jsonl" --json
+[ "$(json_get 'j["exact_match"]')" = "100.0" ] && ok || bad "perfect exact_match: $(last_json)"
+n=$(wc -l <"$work/v1.jsonl")
+tail -n +2 "$work/preds.jsonl" >"$work/preds_missing.jsonl"
+expect_status 0 "eval em_f1 missing" "$bin" eval --metric em_f1 --predictions "$work/preds_missing.jsonl" --references "$work/v1.jsonl" --json
+[ "$(json_get 'round(j["exact_match"], 6)')" = "$(python3 -c "print(round(100*($n-1)/$n, 6))")" ] && ok || bad "missing scores 0: $(last_json)"
+contains "missing prediction warned" "$err" "have no prediction"
+printf '{"id": "x"}\n' >"$work/bad_preds.jsonl"
+expect_status 1 "eval bad predictions" "$bin" eval --metric em_f1 --predictions "$work/bad_preds.jsonl" --references "$work/v1.jsonl"
+contains "bad predictions named" "$err" "bad_preds.jsonl:1"
