@@ -1,0 +1,54 @@
+// Shared helpers of the encoder tests: fixture paths, HF dumps, and closeness checks that print the
+// measured difference so that parity numbers are visible in the test log.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <string>
+
+#include "qlora/io/safetensors.h"
+#include "qlora/models/encoder.h"
+
+namespace qlora::models::testing {
+
+inline std::string model_dir(const std::string& name) {
+  return std::string(QLORA_FIXTURES_DIR) + "/models/" + name;
+}
+
+// hf_outputs.safetensors of a fixture model: "<batch>.<what>" tensors written by tools/gen_xlmr_fixtures.py.
+inline SafetensorsFile hf_outputs(const std::string& name) {
+  return SafetensorsFile::open(model_dir(name) + "/hf_outputs.safetensors");
+}
+
+inline EncoderInputs inputs_of(const SafetensorsFile& dump, const std::string& batch, bool with_types) {
+  EncoderInputs in;
+  in.input_ids = dump.tensor(batch + ".input_ids");
+  in.attention_mask = dump.tensor(batch + ".attention_mask");
+  if (with_types) in.token_type_ids = dump.tensor(batch + ".token_type_ids");
+  return in;
+}
+
+inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.detach().to(at::kDouble) - b.detach().to(at::kDouble)).abs().max().item<double>();
+}
+
+// max |actual - expected| <= tol, printing the measured value.
+inline void expect_close(const std::string& what, const at::Tensor& actual, const at::Tensor& expected,
+                         double tol) {
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  const double diff = max_abs_diff(actual, expected);
+  std::printf("[ parity   ] %-48s max|diff| = %.3g (tol %.2g)\n", what.c_str(), diff, tol);
+  EXPECT_LE(diff, tol) << what;
+}
+
+// Hidden states compared at real tokens only: HF's values at padded positions are not used by anything.
+inline void expect_close_unpadded(const std::string& what, const at::Tensor& hidden,
+                                  const at::Tensor& expected, const at::Tensor& mask, double tol) {
+  ASSERT_EQ(hidden.sizes(), expected.sizes()) << what;
+  const at::Tensor keep = mask.to(at::kBool);  // [B, T]
+  expect_close(what, hidden.detach().index({keep}), expected.index({keep}), tol);
+}
+
+}  // namespace qlora::models::testing
