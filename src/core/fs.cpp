@@ -1,6 +1,8 @@
 #include "qlora/core/fs.h"
 
 #include <dirent.h>
+#include <ftw.h>
+#include <cstdio>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,6 +90,21 @@ std::string resolved(const std::string& path) {
 }
 
 }  // namespace
+
+void remove_all(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  const auto remove_one = [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); };
+  if (::nftw(path.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+    fail(path + ": cannot remove (" + std::strerror(errno) + ")");
+  }
+}
+
+void rename_path(const std::string& from, const std::string& to) {
+  if (std::rename(from.c_str(), to.c_str()) != 0) {
+    fail("cannot rename " + from + " to " + to + " (" + std::strerror(errno) + ")");
+  }
+}
 
 bool same_file(const std::string& a, const std::string& b) {
   struct stat sa {}, sb {};

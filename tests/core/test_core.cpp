@@ -141,3 +141,19 @@ TEST(Fs, SameFileForExistingAndNewPaths) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Fs, RemoveAllAndRename) {
+  const std::string dir = ::testing::TempDir() + "fs_tree";
+  qlora::fsys::create_directories(dir + "/a/b");
+  qlora::write_file_atomic(dir + "/a/b/f.txt", "x");
+  qlora::fsys::rename_path(dir + "/a", dir + "/c");
+  EXPECT_TRUE(qlora::fsys::exists(dir + "/c/b/f.txt"));
+  EXPECT_THROW(qlora::fsys::rename_path(dir + "/missing", dir + "/d"), qlora::Error);
+  qlora::fsys::remove_all(dir);
+  EXPECT_FALSE(qlora::fsys::exists(dir));
+  qlora::fsys::remove_all(dir);  // a missing path is fine
+}
+
+}  // namespace

@@ -17,6 +17,10 @@ void create_directories(const std::string& path);
 std::vector<std::string> list_directory(const std::string& dir);
 // Removes a file; a missing file is not an error.
 void remove_file(const std::string& path);
+// rm -rf: removes a file or a folder tree; a missing path is not an error.
+void remove_all(const std::string& path);
+// rename(2) with an Error naming both paths.
+void rename_path(const std::string& from, const std::string& to);
 // True when both paths name the same existing file (same device and inode).
 bool same_file(const std::string& a, const std::string& b);
 // "a/b", without doubling a trailing slash of `a`.
