@@ -1,0 +1,61 @@
+// AdamW with PyTorch's semantics (torch.optim.AdamW, single-tensor path): decoupled weight
+// decay, bias-corrected moments; parameter groups so biases and norms skip the decay. State is
+// plain tensors so checkpoints can store it as safetensors and resume exactly.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qlora::train {
+
+struct AdamWOptions {
+  double lr = 1e-3;  // overwritten by the scheduler each step
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+struct ParamGroup {
+  std::vector<std::string> names;  // one per parameter, for checkpoints and messages
+  std::vector<at::Tensor> params;  // leaf tensors with requires_grad
+  double weight_decay = 0.0;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<ParamGroup> groups, AdamWOptions options);
+
+  // One update of every parameter that has a gradient, at learning rate `lr`.
+  void step(double lr);
+  void zero_grad();
+
+  int64_t steps() const { return step_; }
+  const std::vector<ParamGroup>& groups() const { return groups_; }
+  // Named state tensors: "<param>.exp_avg", "<param>.exp_avg_sq" (+ "step" held separately).
+  std::vector<std::pair<std::string, at::Tensor>> state() const;
+  // Restores moments and the step count saved by state(); shapes and names must match.
+  void load_state(const std::vector<std::pair<std::string, at::Tensor>>& state, int64_t steps);
+
+ private:
+  struct Moments {
+    at::Tensor exp_avg;
+    at::Tensor exp_avg_sq;
+  };
+  std::vector<ParamGroup> groups_;
+  std::vector<std::vector<Moments>> moments_;  // [group][param]
+  AdamWOptions options_;
+  int64_t step_ = 0;
+};
+
+// torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=2): returns the total norm before
+// clipping and scales every gradient by min(1, max_norm / (total + 1e-6)).
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
+
+// Which parameters decay: transformers' Trainer excludes biases and LayerNorm weights.
+bool decays(const std::string& param_name);
+
+}  // namespace qlora::train
