@@ -1,13 +1,14 @@
 // LoRA on the XLM-R QA model through the one seam, against a real PEFT adapter
-// (tests/fixtures/models/tiny-xlmr-qa-lora, written by tools/gen_xlmr_fixtures.py): forward, loss and
-// the gradients of every lora_A / lora_B / qa_outputs parameter; plus the adapter identities.
+// (tests/fixtures/models/tiny-xlmr-qa-lora, written by tools/gen_xlmr_fixtures.py) loaded with
+// peft::load_adapter: forward, loss and the gradients of every lora_A / lora_B / qa_outputs parameter;
+// plus the adapter identities.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include "models/encoder_test_util.h"
-#include "qlora/core/jsonl.h"
 #include "qlora/io/safetensors.h"
 #include "qlora/models/encoder.h"
+#include "qlora/peft/lora_model.h"
 
 namespace qlora::models {
 namespace {
@@ -17,39 +18,11 @@ using testing::hf_outputs;
 using testing::inputs_of;
 using testing::model_dir;
 
-const std::string kPeftPrefix = "base_model.model.";
-
-// Minimal adapter attach for this test only (the PEFT module proper reads adapters elsewhere):
-// key = base_model.model.<HF module>.lora_{A,B}.weight, scaling = lora_alpha / r; modules_to_save
-// tensors (base_model.model.qa_outputs.*) replace the head's base weights. Returns the trainable
-// tensors by their adapter-file key.
-std::vector<std::pair<std::string, at::Tensor*>> attach_peft_adapter(EncoderModel& model,
-                                                                     const std::string& dir) {
-  const Json config = read_json_file(dir + "/adapter_config.json");
-  const double scaling = config.at("lora_alpha").get<double>() / config.at("r").get<double>();
-  const SafetensorsFile file = SafetensorsFile::open(dir + "/adapter_model.safetensors");
-  std::vector<std::pair<std::string, at::Tensor*>> trainable;
-  for (auto& [module, linear] : model.named_linears()) {
-    const std::string key = kPeftPrefix + model.hf_module_name(module);
-    if (file.contains(key + ".lora_A.weight")) {
-      linear->lora.A = file.tensor(key + ".lora_A.weight").clone().requires_grad_(true);
-      linear->lora.B = file.tensor(key + ".lora_B.weight").clone().requires_grad_(true);
-      linear->lora.scaling = scaling;
-      trainable.emplace_back(key + ".lora_A.weight", &linear->lora.A);
-      trainable.emplace_back(key + ".lora_B.weight", &linear->lora.B);
-    } else if (file.contains(key + ".weight")) {  // modules_to_save
-      linear->base.weight = file.tensor(key + ".weight").clone().requires_grad_(true);
-      linear->base.bias = file.tensor(key + ".bias").clone().requires_grad_(true);
-      trainable.emplace_back(key + ".weight", &linear->base.weight);
-      trainable.emplace_back(key + ".bias", &linear->base.bias);
-    }
-  }
-  return trainable;
-}
+const std::string kPeftPrefix = peft::kPeftKeyPrefix;
 
 struct LoraCase {
   EncoderModel model;
-  std::vector<std::pair<std::string, at::Tensor*>> trainable;
+  peft::LoraSummary adapter;  // trainable: lora_A / lora_B / qa_outputs tensors by adapter-file key
   SafetensorsFile dump;
   std::string batch;
   EncoderInputs inputs;
@@ -59,7 +32,8 @@ struct LoraCase {
         dump(hf_outputs("tiny-xlmr-qa-lora")),
         batch(batch_name),
         inputs(inputs_of(hf_outputs("tiny-xlmr-qa"), batch_name, false)) {
-    trainable = attach_peft_adapter(model, model_dir("tiny-xlmr-qa-lora"));
+    peft::PeftModelView view = peft::peft_view(model);
+    adapter = peft::load_adapter(view, model_dir("tiny-xlmr-qa-lora"), {/*is_trainable=*/true});
   }
   at::Tensor loss(const QaLogits& l) const {
     const SafetensorsFile base = hf_outputs("tiny-xlmr-qa");
@@ -71,9 +45,8 @@ struct LoraCase {
 TEST(XlmrLora, AttachesQueryAndValueOfEveryLayer) {
   LoraCase c("padded");
   // 2 layers x {query, value} x {A, B} + qa_outputs {weight, bias}.
-  ASSERT_EQ(c.trainable.size(), 2u * 2 * 2 + 2);
-  EXPECT_EQ(c.trainable[0].first,
-            "base_model.model.roberta.encoder.layer.0.attention.self.query.lora_A.weight");
+  ASSERT_EQ(c.adapter.trainable.size(), 2u * 2 * 2 + 2);
+  EXPECT_EQ(c.adapter.trainable[0].key, "roberta.encoder.layer.0.attention.self.query.lora_A.weight");
   EXPECT_TRUE(c.model.layers[1].value.lora.defined());
   EXPECT_FALSE(c.model.layers[1].key.lora.defined());
   EXPECT_EQ(c.model.layers[0].query.lora.scaling, 2.0);  // lora_alpha 8 / r 4
@@ -96,7 +69,9 @@ TEST(XlmrLora, GradientsMatchPeft) {
   for (const std::string batch : {"padded", "full"}) {
     LoraCase c(batch);
     c.loss(qa_forward(c.model, c.inputs, {})).backward();
-    for (const auto& [key, tensor] : c.trainable) {
+    for (const peft::AdapterTensor& t : c.adapter.trainable) {
+      const std::string key = kPeftPrefix + t.key;
+      const at::Tensor* tensor = t.tensor;
       const at::Tensor expected = c.dump.tensor(batch + ".grad." + key);
       ASSERT_TRUE(tensor->grad().defined()) << key;
       const double scale = expected.abs().max().item<double>();
