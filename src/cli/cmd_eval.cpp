@@ -3,6 +3,7 @@
 #include "qlora/core/error.h"
 #include "qlora/core/log.h"
 #include "qlora/eval/qa_files.h"
+#include "qlora/tasks/qa_task.h"
 
 namespace qlora::cli {
 
@@ -19,11 +20,35 @@ struct EvalOptions {
   std::string model;
   std::string adapter;
   std::string data;
+  std::string predictions_out;
+  int64_t max_seq_length = 384;
+  int64_t doc_stride = 128;
+  bool version_2_with_negative = false;
 };
 
+// Runs the model over a prepared MRC file and scores its answers.
+Json run_model_em_f1(const EvalOptions& opts) {
+  if (opts.data.empty()) fail("--model needs --data, the prepared MRC JSONL to evaluate on");
+  const auto model = tasks::load_qa_model(opts.model, "", opts.adapter, "fp32");
+  const auto examples = qa::read_qa_examples(opts.data);
+  tasks::QaPredictOptions po;
+  po.features = {opts.max_seq_length, opts.doc_stride};
+  po.postprocess.version_2_with_negative = opts.version_2_with_negative;
+  const auto predictions = tasks::predict_qa(model, examples, po);
+  if (!opts.predictions_out.empty()) {
+    std::vector<Json> lines;
+    for (const auto& p : predictions.answers) lines.push_back(qa::prediction_to_json(p, opts.version_2_with_negative));
+    write_jsonl_atomic(opts.predictions_out, lines);
+  }
+  Json out = tasks::score_qa(examples, predictions, opts.version_2_with_negative, opts.normalize, opts.lang);
+  out["questions"] = examples.size();
+  out["windows"] = predictions.features;
+  if (!opts.predictions_out.empty()) out["predictions_file"] = opts.predictions_out;
+  return out;
+}
+
 Json run_em_f1(const EvalOptions& opts) {
-  if (!opts.model.empty()) fail("scoring a model directly arrives with the XLM-R training engine (issue #3); "
-                                "score a predictions file with --predictions and --references");
+  if (!opts.model.empty()) return run_model_em_f1(opts);
   if (opts.predictions.empty() || opts.references.size() != 1) {
     fail("em_f1 needs --predictions P.jsonl and one --references R.jsonl (the prepared MRC file)");
   }
@@ -79,9 +104,16 @@ void add_eval_command(CLI::App& app, Registry& registry, const GlobalOptions& gl
       ->capture_default_str();
   sub->add_option("--model", opts->model, "model folder to evaluate");
   sub->add_option("--adapter", opts->adapter, "adapter folder applied to --model");
-  sub->add_option("--data", opts->data, "prepared evaluation JSONL");
+  sub->add_option("--data", opts->data, "prepared evaluation JSONL")->check(CLI::ExistingFile);
+  sub->add_option("--predictions-out", opts->predictions_out, "with --model: also write the predictions JSONL");
+  sub->add_option("--max-seq-length", opts->max_seq_length, "with --model: tokens per window")->capture_default_str();
+  sub->add_option("--doc-stride", opts->doc_stride, "with --model: token overlap between windows")
+      ->capture_default_str();
+  sub->add_flag("--version-2-with-negative", opts->version_2_with_negative,
+                "with --model: the model may answer 'no answer' (SQuAD v2)");
   sub->footer(example_footer(
       "  qlora eval --metric em_f1 --predictions preds.jsonl --references valid.jsonl\n"
+      "  qlora eval --metric em_f1 --model data/models/xlmr-tiny --adapter runs/demo/xlmr/checkpoint-40 --data valid.jsonl\n"
       "  qlora eval --metric em_f1 --predictions preds.jsonl --references valid.jsonl --normalize mlqa --lang vi\n"
       "Default normalisation is squad, so scores equal Hugging Face evaluate's squad/squad_v2 and\n"
       "published numbers; it keeps Vietnamese letters but only strips ASCII punctuation and English\n"

@@ -2,6 +2,8 @@
 #include "command.h"
 #include "qlora/config/run_config.h"
 #include "qlora/core/error.h"
+#include "qlora/io/hf_config.h"
+#include "qlora/tasks/qa_task.h"
 
 namespace qlora::cli {
 
@@ -12,7 +14,21 @@ struct TrainOptions {
   std::vector<std::string> overrides;
   bool dry_run = false;
   bool list_keys = false;
+  std::string resume;
+  std::string resume_adapter;
 };
+
+// The architecture family of a checkpoint folder, from model.family or config.json's model_type.
+std::string model_family(const config::RunConfig& cfg) {
+  if (cfg.model.family != "auto") return cfg.model.family;
+  const std::string type = HfConfig::load(cfg.model.path).model_type();
+  if (type == "xlm-roberta" || type == "roberta") return "xlmr";
+  if (type == "bert") return "bert";
+  if (type == "t5" || type == "mt5") return "t5";
+  if (type == "llama" || type == "mistral" || type == "qwen2") return "llama";
+  if (type == "mpt") return "mpt";
+  fail(cfg.model.path + "/config.json: model_type '" + type + "' is not supported");
+}
 
 Json run_train(const TrainOptions& opts) {
   if (opts.list_keys) {
@@ -22,7 +38,9 @@ Json run_train(const TrainOptions& opts) {
     for (const auto& f : schema.fields()) keys.push_back({{"key", f.key}, {"default", f.get()}, {"doc", f.doc}});
     return {{"keys", keys}};
   }
-  config::RunConfig cfg = config::load_run_config(opts.config_path, opts.overrides);
+  std::vector<std::string> overrides = opts.overrides;
+  if (!opts.resume_adapter.empty()) overrides.push_back("adapter.resume_adapter=" + opts.resume_adapter);
+  config::RunConfig cfg = config::load_run_config(opts.config_path, overrides);
   config::RunConfig copy = cfg;
   Json result = {{"config", config::bind_schema(copy).to_json()}};
   if (opts.dry_run) {
@@ -30,7 +48,13 @@ Json run_train(const TrainOptions& opts) {
     return result;
   }
   if (cfg.model.path.empty()) fail("config key 'model.path' is required to train");
-  fail("the training engine is not implemented yet (tracked in issue #3); use --dry-run to check a config");
+  const std::string family = model_family(cfg);
+  if (cfg.task.type == "qa" && (family == "xlmr" || family == "bert")) {
+    result.update(tasks::run_qa_training(cfg, opts.resume));
+    return result;
+  }
+  fail("task '" + cfg.task.type + "' on a '" + family +
+       "' model is not implemented yet (T5 arrives with issue #5, decoder LLMs with issue #4)");
 }
 
 }  // namespace
@@ -42,10 +66,15 @@ void add_train_command(CLI::App& app, Registry& registry, const GlobalOptions& g
   sub->add_option("--set", opts->overrides, "Override a config key: --set train.learning_rate=1e-4 (repeatable)");
   sub->add_flag("--dry-run", opts->dry_run, "Load and validate the config, print it resolved, and stop");
   sub->add_flag("--list-keys", opts->list_keys, "List every config key with its default and meaning");
+  sub->add_option("--resume", opts->resume,
+                  "Continue an interrupted run exactly: a checkpoint folder, or 'latest' in train.output_dir");
+  sub->add_option("--resume-adapter", opts->resume_adapter,
+                  "Continue training an existing PEFT adapter folder (PEFT's is_trainable=True)");
   config::RunConfig defaults;
   sub->footer(example_footer(
                   "  qlora train --config configs/xlmr_vi_qa.yaml --set train.learning_rate=1e-4\n"
-                  "  qlora train --config configs/xlmr_vi_qa.yaml --dry-run --json\n") +
+                  "  qlora train --config configs/xlmr_vi_qa.yaml --dry-run --json\n"
+                  "  qlora train --config configs/xlmr_vi_qa.yaml --resume latest\n") +
               "\nConfig keys (YAML section.key, or --set section.key=value):\n" +
               config::bind_schema(defaults).describe());
   registry.add(sub, [opts] { return run_train(*opts); });

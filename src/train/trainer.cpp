@@ -94,7 +94,7 @@ Json state_to_json(const RunState& s, const Plan& p, const TrainerOptions& o) {
   return Json{{"global_step", s.global_step},
               {"epoch_index", s.epoch_index},
               {"micro_in_epoch", s.micro_in_epoch},
-              {"best_metric", s.best_metric},
+              {"best_metric", std::isfinite(s.best_metric) ? Json(s.best_metric) : Json(nullptr)},  // null: none yet
               {"best_step", s.best_step},
               {"best_checkpoint", s.best_checkpoint},
               {"evals_without_improvement", s.evals_without_improvement},
@@ -121,7 +121,9 @@ RunState state_from_json(const Json& j, const std::string& path, const Plan& p, 
     s.global_step = j.at("global_step").get<int64_t>();
     s.epoch_index = j.at("epoch_index").get<int64_t>();
     s.micro_in_epoch = j.at("micro_in_epoch").get<int64_t>();
-    s.best_metric = j.at("best_metric").get<double>();
+    s.best_metric = j.at("best_metric").is_null()
+                        ? (lower_is_better(o.metric_for_best) ? INFINITY : -INFINITY)
+                        : j.at("best_metric").get<double>();
     s.best_step = j.at("best_step").get<int64_t>();
     s.best_checkpoint = j.at("best_checkpoint").get<std::string>();
     s.evals_without_improvement = j.at("evals_without_improvement").get<int64_t>();

@@ -57,5 +57,8 @@ contains "log level suggestion" "$err" "unknown level 'verbose'"
 # --- prepare / split (on the shipped sample) ----------------------------------------------
 . "$root/tests/cli/prepare_split_cases.sh"
 
+# --- train / eval / infer on the tiny XLM-R ------------------------------------------------
+. "$root/tests/cli/train_cases.sh"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
