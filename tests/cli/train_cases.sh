@@ -51,3 +51,25 @@ expect_status 0 "resume after kill -9" "$bin" train --config "$root/configs/demo
   --set train.max_steps=$((last + 1)) --set train.save_steps=1 --set train.save_total_limit=2 \
   --set train.output_dir="$work/killed" --resume latest --json
 contains "resumed after kill" "$err" "resumed from"
+
+# Full fine-tuning: the checkpoint is a complete HF model folder that loads on its own.
+# shellcheck disable=SC2086
+expect_status 0 "train full" "$bin" train --config "$root/configs/demo_xlmr_tiny.yaml" $small \
+  --set model.path="$model" --set data.train_file="$work/t_small.jsonl" --set data.valid_file= \
+  --set adapter.type=full --set train.max_steps=2 --set train.learning_rate=1e-4 --set train.output_dir="$work/full" --json
+[ "$(json_get 'j["model"]["trainable_percent"]')" = "100.0" ] && ok || bad "full: $(last_json)"
+for f in model.safetensors config.json sentencepiece.bpe.model tokenizer_config.json; do
+  [ -f "$work/full/checkpoint-2/$f" ] && ok || bad "full checkpoint lacks $f"
+done
+expect_status 0 "eval full checkpoint" "$bin" eval --metric em_f1 --model "$work/full/checkpoint-2" \
+  --data "$work/v1.jsonl" --max-seq-length 128 --doc-stride 32 --json
+
+# Bad inputs: a malformed training file names the file and line; nothing is trained.
+printf '{"id": "a", "context": "x", "question": "q", "answers": [], "is_impossible": true}\n{"id": \n' >"$work/bad_train.jsonl"
+# shellcheck disable=SC2086
+expect_status 1 "malformed train file" "$bin" train --config "$root/configs/demo_xlmr_tiny.yaml" $small \
+  --set model.path="$model" --set data.train_file="$work/bad_train.jsonl" --set train.output_dir="$work/bad"
+contains "malformed train file names file:line" "$err" "bad_train.jsonl:2"
+[ ! -d "$work/bad/checkpoint-1" ] && ok || bad "a checkpoint was written from bad data"
+expect_status 1 "missing model" "$bin" train --config "$root/configs/demo_xlmr_tiny.yaml" --set model.path="$work/nope"
+contains "missing model named" "$err" "$work/nope"
