@@ -3,7 +3,7 @@
 #   1. prepare: SQuAD-format Vietnamese QA (data/nanibot-vi-sample) -> validated MRC JSONL,
 #      reporting the answers whose answer_start is wrong in the source data;
 #   2. split: group-aware, seeded train/valid split;
-#   3. train: LoRA on a tiny random XLM-R (data/models/xlmr-tiny) for 3 epochs, with progress,
+#   3. train: LoRA on a tiny random XLM-R (data/models/xlmr-tiny) for 6 epochs, with progress,
 #      metrics.jsonl and TensorBoard events in runs/demo/xlmr; the training loss falls, but a model
 #      this small and random learns little: real runs use xlm-roberta-base (configs/xlmr_vi_qa.yaml);
 #   4. eval: EM/F1 of the best checkpoint on the valid split;
@@ -20,7 +20,7 @@ echo "== prepare squad_to_mrc (fixing misplaced answer offsets)" >&2
 echo "== split 90/10, grouped by context, seed 42" >&2
 "$qlora" split --input "$out/all.jsonl" --train "$out/train.jsonl" --valid "$out/valid.jsonl" \
   --valid-ratio 0.1 --seed 42
-echo "== train (LoRA, tiny random XLM-R, 3 epochs)" >&2
+echo "== train (LoRA, tiny random XLM-R, 6 epochs)" >&2
 rm -rf "$out/xlmr"
 "$qlora" train --config configs/demo_xlmr_tiny.yaml --set data.train_file="$out/train.jsonl" \
   --set data.valid_file="$out/valid.jsonl" --set train.output_dir="$out/xlmr" --json | tail -n 1 >"$out/train_summary.json"
