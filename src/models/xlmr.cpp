@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
+
 #include <set>
 
 #include "qlora/core/error.h"
@@ -54,6 +56,10 @@ std::vector<ModuleSlot> module_table(EncoderModel& m) {
     t.push_back({std::move(name), &w, nullptr, nullptr, {rows, C}, Presence::kRequired});
   };
 
+  // Module order follows the HF class, because PEFT and the Trainer list parameters in it (and
+  // clip_grad_norm sums per-tensor norms in it): XLMRobertaFor{QuestionAnswering,
+  // SequenceClassification} create their head before `roberta`, RoBERTa and BERT after the body.
+  const size_t body_start = t.size();
   embedding("embeddings.word_embeddings", m.word_embeddings, c.vocab_size);
   embedding("embeddings.position_embeddings", m.position_embeddings, c.max_position_embeddings);
   embedding("embeddings.token_type_embeddings", m.token_type_embeddings, c.type_vocab_size);
@@ -86,6 +92,14 @@ std::vector<ModuleSlot> module_table(EncoderModel& m) {
         linear("classifier.out_proj", m.classifier, c.num_labels, C, Presence::kInitIfMissing);
       }
       break;
+  }
+  if (c.model_type == "xlm-roberta" && m.head != EncoderHead::kNone) {
+    const auto head_begin = t.begin() + static_cast<std::ptrdiff_t>(body_start);
+    // Everything after the last encoder layer is the head: rotate it to the front.
+    auto head = std::find_if(t.begin(), t.end(), [&](const ModuleSlot& slot) {
+      return slot.module.rfind("embeddings.", 0) != 0 && slot.module.rfind("encoder.", 0) != 0;
+    });
+    std::rotate(head_begin, head, t.end());
   }
   return t;
 }
@@ -253,6 +267,7 @@ EncoderModel load_encoder(const EncoderConfig& config, const std::string& checkp
     used.insert(name);
   };
 
+  std::vector<ModuleSlot> missing;
   for (const ModuleSlot& s : module_table(m)) {
     const std::string stored = (is_encoder_module(s.module) ? prefix : std::string()) + s.module;
     const std::vector<int64_t> bias_shape = {s.weight_shape[0]};
@@ -263,10 +278,14 @@ EncoderModel load_encoder(const EncoderConfig& config, const std::string& checkp
     }
     if (s.presence == Presence::kOptional) continue;
     if (s.presence == Presence::kRequired) fail(ckpt.path() + ": missing tensor '" + stored + ".weight'");
-    // A head absent from a base checkpoint: PreTrainedModel._init_weights for nn.Linear.
+    missing.push_back(s);
+  }
+  // A head absent from a base checkpoint: PreTrainedModel._init_weights for nn.Linear, in the dtype
+  // of the loaded embeddings (initialised after the loop: the head may come first in the table).
+  for (const ModuleSlot& s : missing) {
     const at::Tensor like = m.word_embeddings;
     *s.weight = at::empty(s.weight_shape, like.options()).normal_(0.0, config.initializer_range, gen);
-    *s.bias = at::zeros(bias_shape, like.options());
+    *s.bias = at::zeros({s.weight_shape[0]}, like.options());
     local.initialized.push_back(s.module + ".weight");
     local.initialized.push_back(s.module + ".bias");
   }

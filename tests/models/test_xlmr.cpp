@@ -235,11 +235,15 @@ TEST(XlmrTable, NamesFollowHfModulePaths) {
   for (const EncoderTensorInfo& t : table) {
     EXPECT_TRUE(open_checkpoint(model_dir("tiny-xlmr-qa")).contains(t.hf_name)) << t.hf_name;
   }
-  EXPECT_EQ(table[0].name, "embeddings.word_embeddings.weight");
-  EXPECT_EQ(table[0].hf_name, "roberta.embeddings.word_embeddings.weight");
-  EXPECT_EQ(table[0].shape, (std::vector<int64_t>{1000, 32}));
-  EXPECT_EQ(table.back().name, "qa_outputs.bias");
-  EXPECT_TRUE(table.back().init_if_missing);
+  // XLMRobertaForQuestionAnswering creates qa_outputs before roberta, so PEFT and the Trainer list
+  // the head first; the table follows (clip_grad_norm sums norms in this order).
+  EXPECT_EQ(table[0].name, "qa_outputs.weight");
+  EXPECT_EQ(table[1].name, "qa_outputs.bias");
+  EXPECT_TRUE(table[1].init_if_missing);
+  EXPECT_EQ(table[2].name, "embeddings.word_embeddings.weight");
+  EXPECT_EQ(table[2].hf_name, "roberta.embeddings.word_embeddings.weight");
+  EXPECT_EQ(table[2].shape, (std::vector<int64_t>{1000, 32}));
+  EXPECT_EQ(table.back().name, "encoder.layer.1.output.LayerNorm.bias");
 
   EncoderModel model = load("tiny-xlmr-qa", EncoderHead::kQuestionAnswering);
   const auto params = model.named_parameters();
@@ -247,10 +251,11 @@ TEST(XlmrTable, NamesFollowHfModulePaths) {
   for (size_t i = 0; i < table.size(); ++i) EXPECT_EQ(params[i].first, table[i].name);
   const auto linears = model.named_linears();
   ASSERT_EQ(linears.size(), 6u * 2 + 1);
-  EXPECT_EQ(linears[0].first, "encoder.layer.0.attention.self.query");
-  EXPECT_EQ(model.hf_module_name(linears[0].first), "roberta.encoder.layer.0.attention.self.query");
+  EXPECT_EQ(linears[0].first, "qa_outputs");
+  EXPECT_EQ(linears[1].first, "encoder.layer.0.attention.self.query");
+  EXPECT_EQ(model.hf_module_name(linears[1].first), "roberta.encoder.layer.0.attention.self.query");
   EXPECT_EQ(model.hf_module_name("qa_outputs"), "qa_outputs");
-  EXPECT_EQ(linears[0].second, &model.layers[0].query);
+  EXPECT_EQ(linears[1].second, &model.layers[0].query);
 }
 
 TEST(XlmrTable, BertClassificationUsesPoolerAndClassifier) {

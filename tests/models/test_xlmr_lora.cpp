@@ -46,7 +46,8 @@ TEST(XlmrLora, AttachesQueryAndValueOfEveryLayer) {
   LoraCase c("padded");
   // 2 layers x {query, value} x {A, B} + qa_outputs {weight, bias}.
   ASSERT_EQ(c.adapter.trainable.size(), 2u * 2 * 2 + 2);
-  EXPECT_EQ(c.adapter.trainable[0].key, "roberta.encoder.layer.0.attention.self.query.lora_A.weight");
+  EXPECT_EQ(c.adapter.trainable[0].key, "qa_outputs.weight");  // HF registers the head first
+  EXPECT_EQ(c.adapter.trainable[2].key, "roberta.encoder.layer.0.attention.self.query.lora_A.weight");
   EXPECT_TRUE(c.model.layers[1].value.lora.defined());
   EXPECT_FALSE(c.model.layers[1].key.lora.defined());
   EXPECT_EQ(c.model.layers[0].query.lora.scaling, 2.0);  // lora_alpha 8 / r 4

@@ -83,8 +83,10 @@ TEST(AttachLora, OnlyAdaptersHeadsAndChosenBiasesTrain) {
   EXPECT_TRUE(model.qa_outputs.base.bias.requires_grad());
   EXPECT_FALSE(model.layers[0].key.lora.defined());
   ASSERT_EQ(s.trainable.size(), 4u * 2 + 2);
-  EXPECT_EQ(s.trainable[0].key, "roberta.encoder.layer.0.attention.self.query.lora_A.weight");
-  EXPECT_EQ(s.trainable[1].key, "roberta.encoder.layer.0.attention.self.query.lora_B.weight");
+  // PEFT's order: XLMRobertaForQuestionAnswering registers qa_outputs before roberta.
+  EXPECT_EQ(s.trainable[0].key, "qa_outputs.weight");
+  EXPECT_EQ(s.trainable[2].key, "roberta.encoder.layer.0.attention.self.query.lora_A.weight");
+  EXPECT_EQ(s.trainable[3].key, "roberta.encoder.layer.0.attention.self.query.lora_B.weight");
   EXPECT_EQ(s.trainable_line(), "trainable params: 1,090 || all params: 52,452 || trainable%: 2.0781");
 
   models::EncoderModel m2 = testing::load_qa_model();
