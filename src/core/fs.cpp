@@ -91,6 +91,18 @@ std::string resolved(const std::string& path) {
 
 }  // namespace
 
+void write_all(int fd, const std::string& bytes, const std::string& path) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(path + ": write failed (" + std::strerror(errno) + ")");
+    }
+    done += static_cast<size_t>(n);
+  }
+}
+
 void remove_all(const std::string& path) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return;

@@ -11,14 +11,6 @@ namespace qlora::tokenizer_detail {
 
 namespace {
 
-// Byte length of the UTF-8 sequence that starts with `lead` (input is known to be valid).
-size_t char_length(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if ((lead >> 5) == 0x6) return 2;
-  if ((lead >> 4) == 0xE) return 3;
-  return 4;
-}
-
 char32_t decode_at(std::string_view text, size_t i) {
   utf8proc_int32_t cp = 0;
   utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(text.data() + i),
@@ -37,7 +29,7 @@ NormalizedString NormalizedString::from_original(std::string_view original) {
   s.text = std::string(original);
   s.alignment.resize(original.size());
   for (size_t i = 0; i < original.size();) {
-    const size_t n = char_length(static_cast<unsigned char>(original[i]));
+    const size_t n = utf8_lead_length(static_cast<unsigned char>(original[i]));
     for (size_t k = 0; k < n; ++k) s.alignment[i + k] = {i, i + n};
     i += n;
   }
@@ -51,7 +43,7 @@ ByteRange NormalizedString::original_range(size_t begin, size_t end) const {
 void transform(NormalizedString& s, const std::vector<Change>& changes) {
   std::vector<size_t> old_sizes;  // byte size of each old char, in order
   for (size_t i = 0; i < s.text.size();) {
-    const size_t n = char_length(static_cast<unsigned char>(s.text[i]));
+    const size_t n = utf8_lead_length(static_cast<unsigned char>(s.text[i]));
     old_sizes.push_back(n);
     i += n;
   }
@@ -78,7 +70,7 @@ void transform(NormalizedString& s, const std::vector<Change>& changes) {
 
 void prepend_char(NormalizedString& s, char32_t c) {
   if (s.text.empty()) return;
-  const size_t first_len = char_length(static_cast<unsigned char>(s.text[0]));
+  const size_t first_len = utf8_lead_length(static_cast<unsigned char>(s.text[0]));
   const ByteRange first_align = s.alignment[0];
   std::string prefix;
   utf8_append(prefix, c);
@@ -113,7 +105,7 @@ std::vector<NormalizedString> split_on_whitespace(const NormalizedString& s) {
   std::vector<NormalizedString> words;
   NormalizedString current;
   for (size_t i = 0; i < s.text.size();) {
-    const size_t n = char_length(static_cast<unsigned char>(s.text[i]));
+    const size_t n = utf8_lead_length(static_cast<unsigned char>(s.text[i]));
     if (is_unicode_whitespace(decode_at(s.text, i))) {
       if (!current.empty()) words.push_back(std::move(current));
       current = NormalizedString{};
@@ -205,7 +197,7 @@ void PrecompiledCharsmap::normalize(NormalizedString& s) const {
   utf8proc_int32_t state = 0;
   while (g_begin < text.size()) {
     // Extended grapheme cluster [g_begin, g_end).
-    size_t g_end = g_begin + char_length(static_cast<unsigned char>(text[g_begin]));
+    size_t g_end = g_begin + utf8_lead_length(static_cast<unsigned char>(text[g_begin]));
     char32_t prev = decode_at(text, g_begin);
     state = 0;
     while (g_end < text.size()) {
@@ -215,7 +207,7 @@ void PrecompiledCharsmap::normalize(NormalizedString& s) const {
         break;
       }
       prev = next;
-      g_end += char_length(static_cast<unsigned char>(text[g_end]));
+      g_end += utf8_lead_length(static_cast<unsigned char>(text[g_end]));
     }
     const std::string_view grapheme = text.substr(g_begin, g_end - g_begin);
     std::string_view norm;
@@ -224,7 +216,7 @@ void PrecompiledCharsmap::normalize(NormalizedString& s) const {
       push_replacement(grapheme, norm);
     } else {
       for (size_t i = 0; i < grapheme.size();) {
-        const size_t n = char_length(static_cast<unsigned char>(grapheme[i]));
+        const size_t n = utf8_lead_length(static_cast<unsigned char>(grapheme[i]));
         const std::string_view part = grapheme.substr(i, n);
         if (lookup(part, &norm)) {
           modified = true;

@@ -10,13 +10,6 @@ namespace qlora::tokenizer_detail {
 
 namespace {
 
-size_t char_length(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if ((lead >> 5) == 0x6) return 2;
-  if ((lead >> 4) == 0xE) return 3;
-  return 4;
-}
-
 }  // namespace
 
 HfBpe::HfBpe(const std::vector<std::string>& pieces, int unk_id) : unk_id_(unk_id) {
@@ -32,7 +25,7 @@ HfBpe::HfBpe(const std::vector<std::string>& pieces, int unk_id) : unk_id_(unk_i
     const std::string& p = pieces[m];
     size_t chars_left = 0;
     for (size_t split = 0; split < p.size();) {
-      split += char_length(static_cast<unsigned char>(p[split]));
+      split += utf8_lead_length(static_cast<unsigned char>(p[split]));
       ++chars_left;
       if (split >= p.size()) break;
       const auto l = piece_to_id_.find(p.substr(0, split));
@@ -59,7 +52,7 @@ std::vector<BpeToken> HfBpe::encode(const std::string& text) const {
     if (n > 0) syms[n - 1].next = n;
   };
   for (size_t i = 0; i < text.size();) {
-    const size_t n = char_length(static_cast<unsigned char>(text[i]));
+    const size_t n = utf8_lead_length(static_cast<unsigned char>(text[i]));
     const auto it = piece_to_id_.find(text.substr(i, n));
     if (it != piece_to_id_.end()) {
       push(it->second, i, i + n);

@@ -83,18 +83,6 @@ void drop_torn_last_line(int fd, const std::string& path) {
             " bytes) left by an interrupted run");
 }
 
-void write_all(int fd, const std::string& bytes, const std::string& path) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail(path + ": write failed (" + std::strerror(errno) + ")");
-    }
-    done += static_cast<size_t>(n);
-  }
-}
-
 std::string event_file_name_for(const std::string& run_dir, double now) {
   const std::string host = host_name();
   const auto pid = static_cast<int64_t>(::getpid());
@@ -195,7 +183,7 @@ void MetricsWriter::log(Split split, int64_t step, double epoch, const MetricVal
     record[name] = std::isfinite(value) ? Json(value) : Json(nullptr);
     scalars.push_back({std::string(split_name(split)) + "/" + name, static_cast<float>(value)});
   }
-  write_all(metrics_fd_, record.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::strict) + "\n",
+  fsys::write_all(metrics_fd_, record.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::strict) + "\n",
             metrics_path_);
   if (events_) events_->add_scalars(step, wall_time, scalars);
 }

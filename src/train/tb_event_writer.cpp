@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "qlora/core/error.h"
+#include "qlora/core/fs.h"
 
 namespace qlora::train {
 
@@ -72,18 +73,6 @@ std::string event_header(double wall_time, int64_t step) {
     put_varint(out, static_cast<uint64_t>(step));  // negative int64: 10-byte two's complement
   }
   return out;
-}
-
-void write_all(int fd, const std::string& bytes, const std::string& path) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail(path + ": write failed (" + std::strerror(errno) + ")");
-    }
-    done += static_cast<size_t>(n);
-  }
 }
 
 }  // namespace
@@ -140,7 +129,7 @@ std::string tb_event_file_name(int64_t unix_time, const std::string& hostname, i
 TbEventWriter::TbEventWriter(std::string path, double wall_time) : path_(std::move(path)) {
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
   if (fd_ < 0) fail(path_ + ": cannot create event file (" + std::strerror(errno) + ")");
-  write_all(fd_, tfrecord_frame(encode_file_version_event(wall_time)), path_);
+  fsys::write_all(fd_, tfrecord_frame(encode_file_version_event(wall_time)), path_);
 }
 
 TbEventWriter::~TbEventWriter() {
@@ -154,7 +143,7 @@ void TbEventWriter::add_scalars(int64_t step, double wall_time, const std::vecto
     if (scalar.tag.empty()) fail(path_ + ": a scalar needs a tag");
     records += tfrecord_frame(encode_scalar_event(wall_time, step, scalar.tag, scalar.value));
   }
-  write_all(fd_, records, path_);
+  fsys::write_all(fd_, records, path_);
 }
 
 void TbEventWriter::close() {

@@ -17,6 +17,8 @@ void create_directories(const std::string& path);
 std::vector<std::string> list_directory(const std::string& dir);
 // Removes a file; a missing file is not an error.
 void remove_file(const std::string& path);
+// Writes all of `bytes` to `fd` (retrying short writes and EINTR); Error names `path`.
+void write_all(int fd, const std::string& bytes, const std::string& path);
 // rm -rf: removes a file or a folder tree; a missing path is not an error.
 void remove_all(const std::string& path);
 // rename(2) with an Error naming both paths.

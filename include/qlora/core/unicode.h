@@ -10,6 +10,14 @@
 
 namespace qlora {
 
+// Byte length of the UTF-8 sequence that starts with `lead`, for text already known to be valid.
+inline size_t utf8_lead_length(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if ((lead >> 5) == 0x6) return 2;
+  if ((lead >> 4) == 0xE) return 3;
+  return 4;
+}
+
 // True when `text` is well-formed UTF-8.
 bool is_valid_utf8(std::string_view text);
 
