@@ -25,15 +25,15 @@ __global__ void nf4_dequantize_f32_kernel(const uint8_t* __restrict__ packed,
 
 }  // namespace
 
-int nf4_dequantize_f32(const uint8_t* packed, const float* absmax, float* out, int64_t n,
-                       int64_t blocksize, void* stream) {
+int nf4_dequantize_f32(const uint8_t* packed, const float* absmax, float* out, int64_t n, int64_t blocksize,
+                       void* stream) {
   if (n <= 0) return cudaSuccess;
   if (!nf4::valid_blocksize(blocksize)) return cudaErrorInvalidValue;
   constexpr int kThreads = 256;
   const int64_t bytes = nf4::packed_bytes(n);
   const int blocks = static_cast<int>(std::min<int64_t>((bytes + kThreads - 1) / kThreads, 65535));
-  nf4_dequantize_f32_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      packed, absmax, out, n, blocksize);
+  nf4_dequantize_f32_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(packed, absmax, out,
+                                                                                        n, blocksize);
   return cudaGetLastError();
 }
 

@@ -8,7 +8,7 @@ namespace qlora::kernels {
 
 // out[i] = codebook[code(packed, i)] * absmax[i / blocksize] for i in [0, n), out in float32.
 // packed: (n+1)/2 bytes; absmax: ceil(n/blocksize) floats; all device pointers.
-int nf4_dequantize_f32(const uint8_t* packed, const float* absmax, float* out, int64_t n,
-                       int64_t blocksize, void* stream);
+int nf4_dequantize_f32(const uint8_t* packed, const float* absmax, float* out, int64_t n, int64_t blocksize,
+                       void* stream);
 
 }  // namespace qlora::kernels

@@ -19,11 +19,13 @@ inline constexpr int kDefaultBlocksize = 64;
 inline constexpr int kZeroCode = 7;  // Padding code of bitsandbytes (0b0111 == 0.0).
 
 // bitsandbytes' NF4 table (functional.py get_4bit_type("nf4")), in code order.
-#define QLORA_NF4_CODEBOOK                                                                         \
-  {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,                       \
-   -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,                      \
-   0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,         \
-   0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f}
+#define QLORA_NF4_CODEBOOK                                                                              \
+  {                                                                                                     \
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,    \
+        -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f, \
+        0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,          \
+        0.7229568362236023f, 1.0f                                                                       \
+  }
 
 inline constexpr float kCodebook[kCodes] = QLORA_NF4_CODEBOOK;
 static_assert(kCodebook[kZeroCode] == 0.0f, "code 7 must be exactly zero");
@@ -31,8 +33,8 @@ static_assert(kCodebook[0] == -1.0f && kCodebook[15] == 1.0f, "codebook spans [-
 
 // Allowed blocksizes, as bitsandbytes' quantize_4bit accepts.
 QLORA_HOST_DEVICE constexpr bool valid_blocksize(int64_t blocksize) {
-  return blocksize == 32 || blocksize == 64 || blocksize == 128 || blocksize == 256 ||
-         blocksize == 512 || blocksize == 1024 || blocksize == 2048 || blocksize == 4096;
+  return blocksize == 32 || blocksize == 64 || blocksize == 128 || blocksize == 256 || blocksize == 512 ||
+         blocksize == 1024 || blocksize == 2048 || blocksize == 4096;
 }
 
 // Code of element i in a packed buffer.

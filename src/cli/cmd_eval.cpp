@@ -37,7 +37,8 @@ Json run_model_em_f1(const EvalOptions& opts) {
   const auto predictions = tasks::predict_qa(model, examples, po);
   if (!opts.predictions_out.empty()) {
     std::vector<Json> lines;
-    for (const auto& p : predictions.answers) lines.push_back(qa::prediction_to_json(p, opts.version_2_with_negative));
+    for (const auto& p : predictions.answers)
+      lines.push_back(qa::prediction_to_json(p, opts.version_2_with_negative));
     write_jsonl_atomic(opts.predictions_out, lines);
   }
   Json out = tasks::score_qa(examples, predictions, opts.version_2_with_negative, opts.normalize, opts.lang);
@@ -90,7 +91,8 @@ void add_eval_command(CLI::App& app, Registry& registry, const GlobalOptions& gl
   sub->add_option("--predictions", opts->predictions,
                   "predictions JSONL: {\"id\", \"prediction_text\"[, \"no_answer_probability\"]} per line")
       ->check(CLI::ExistingFile);
-  sub->add_option("--references", opts->references, "references: the prepared MRC JSONL")->check(CLI::ExistingFile);
+  sub->add_option("--references", opts->references, "references: the prepared MRC JSONL")
+      ->check(CLI::ExistingFile);
   sub->add_option("--normalize", opts->normalize,
                   "answer normalisation: squad (the official script, ASCII punctuation and English articles) "
                   "or mlqa (Unicode punctuation and per-language articles; right for Vietnamese)")
@@ -100,21 +102,26 @@ void add_eval_command(CLI::App& app, Registry& registry, const GlobalOptions& gl
       ->capture_default_str();
   sub->add_option("--squad-version", opts->version, "auto (v2 when any question is unanswerable), v1 or v2")
       ->capture_default_str();
-  sub->add_option("--na-threshold", opts->na_threshold, "v2: no_answer_probability above this predicts no answer")
+  sub->add_option("--na-threshold", opts->na_threshold,
+                  "v2: no_answer_probability above this predicts no answer")
       ->capture_default_str();
   sub->add_option("--model", opts->model, "model folder to evaluate");
   sub->add_option("--adapter", opts->adapter, "adapter folder applied to --model");
   sub->add_option("--data", opts->data, "prepared evaluation JSONL")->check(CLI::ExistingFile);
-  sub->add_option("--predictions-out", opts->predictions_out, "with --model: also write the predictions JSONL");
-  sub->add_option("--max-seq-length", opts->max_seq_length, "with --model: tokens per window")->capture_default_str();
+  sub->add_option("--predictions-out", opts->predictions_out,
+                  "with --model: also write the predictions JSONL");
+  sub->add_option("--max-seq-length", opts->max_seq_length, "with --model: tokens per window")
+      ->capture_default_str();
   sub->add_option("--doc-stride", opts->doc_stride, "with --model: token overlap between windows")
       ->capture_default_str();
   sub->add_flag("--version-2-with-negative", opts->version_2_with_negative,
                 "with --model: the model may answer 'no answer' (SQuAD v2)");
   sub->footer(example_footer(
       "  qlora eval --metric em_f1 --predictions preds.jsonl --references valid.jsonl\n"
-      "  qlora eval --metric em_f1 --model data/models/xlmr-tiny --adapter runs/demo/xlmr/checkpoint-40 --data valid.jsonl\n"
-      "  qlora eval --metric em_f1 --predictions preds.jsonl --references valid.jsonl --normalize mlqa --lang vi\n"
+      "  qlora eval --metric em_f1 --model data/models/xlmr-tiny --adapter runs/demo/xlmr/checkpoint-40 "
+      "--data valid.jsonl\n"
+      "  qlora eval --metric em_f1 --predictions preds.jsonl --references valid.jsonl --normalize mlqa "
+      "--lang vi\n"
       "Default normalisation is squad, so scores equal Hugging Face evaluate's squad/squad_v2 and\n"
       "published numbers; it keeps Vietnamese letters but only strips ASCII punctuation and English\n"
       "articles. --normalize mlqa --lang vi is the MLQA script's rule for Vietnamese.\n"));

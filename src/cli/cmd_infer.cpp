@@ -38,13 +38,15 @@ std::vector<qa::QaExample> qa_inputs(const InferOptions& opts) {
         fail_at(opts.input, line, "expected string fields \"question\" and \"context\"");
       }
       qa::QaExample ex;
-      ex.id = r.contains("id") && r["id"].is_string() ? r["id"].get<std::string>() : "line-" + std::to_string(line);
+      ex.id = r.contains("id") && r["id"].is_string() ? r["id"].get<std::string>()
+                                                      : "line-" + std::to_string(line);
       ex.question = r["question"].get<std::string>();
       ex.context = r["context"].get<std::string>();
       out.push_back(std::move(ex));
     });
   } else {
-    if (opts.question.empty() || opts.context.empty()) fail("--task qa needs --question and --context, or --input");
+    if (opts.question.empty() || opts.context.empty())
+      fail("--task qa needs --question and --context, or --input");
     out.push_back({"q0", opts.context, opts.question, {}, false});
   }
   return out;
@@ -82,8 +84,7 @@ Json run_qa(const InferOptions& opts) {
 Json run_infer(const InferOptions& opts) {
   if (opts.model.empty()) fail("--model is required");
   if (opts.task == "qa") return run_qa(opts);
-  fail("inference for task '" + opts.task +
-       "' is not implemented yet (generation arrives with issue #4)");
+  fail("inference for task '" + opts.task + "' is not implemented yet (generation arrives with issue #4)");
 }
 
 }  // namespace
@@ -102,10 +103,13 @@ void add_infer_command(CLI::App& app, Registry& registry, const GlobalOptions& g
   sub->add_option("--input", opts->input, "JSONL of prompts or question/context records");
   sub->add_option("--output", opts->output, "JSONL predictions file");
   sub->add_option("--max-new-tokens", opts->max_new_tokens, "tokens to generate")->capture_default_str();
-  sub->add_option("--temperature", opts->temperature, "sampling temperature (0: greedy)")->capture_default_str();
+  sub->add_option("--temperature", opts->temperature, "sampling temperature (0: greedy)")
+      ->capture_default_str();
   sub->add_option("--max-seq-length", opts->max_seq_length, "qa: tokens per window")->capture_default_str();
-  sub->add_option("--doc-stride", opts->doc_stride, "qa: token overlap between windows")->capture_default_str();
-  sub->add_option("--n-best-size", opts->n_best_size, "qa: candidate starts/ends kept")->capture_default_str();
+  sub->add_option("--doc-stride", opts->doc_stride, "qa: token overlap between windows")
+      ->capture_default_str();
+  sub->add_option("--n-best-size", opts->n_best_size, "qa: candidate starts/ends kept")
+      ->capture_default_str();
   sub->add_option("--max-answer-length", opts->max_answer_length, "qa: longest answer in tokens")
       ->capture_default_str();
   sub->add_flag("--version-2-with-negative", opts->version_2_with_negative,

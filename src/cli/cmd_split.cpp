@@ -8,7 +8,9 @@ namespace qlora::cli {
 void add_split_command(CLI::App& app, Registry& registry, const GlobalOptions& global) {
   auto opts = std::make_shared<data::SplitOptions>();
   auto* sub = app.add_subcommand("split", "Split a JSONL file into train and valid, deterministically");
-  sub->add_option("-i,--input", opts->input, "JSONL input (never modified)")->required()->check(CLI::ExistingFile);
+  sub->add_option("-i,--input", opts->input, "JSONL input (never modified)")
+      ->required()
+      ->check(CLI::ExistingFile);
   sub->add_option("--train", opts->train_output, "train JSONL output (written atomically)")->required();
   sub->add_option("--valid", opts->valid_output, "valid JSONL output (written atomically)")->required();
   sub->add_option("--valid-ratio", opts->valid_ratio, "fraction of all records for valid")
@@ -23,7 +25,8 @@ void add_split_command(CLI::App& app, Registry& registry, const GlobalOptions& g
   sub->footer(example_footer(
       "  qlora split --input all.jsonl --train train.jsonl --valid valid.jsonl --valid-ratio 0.1 --seed 42\n"
       "  qlora split --input all.jsonl --train t.jsonl --valid v.jsonl --valid-filter lang=vi\n"
-      "valid gets ceil(ratio * records) records (15466 at 0.1 -> 1547), or as close as whole groups allow.\n"));
+      "valid gets ceil(ratio * records) records (15466 at 0.1 -> 1547), or as close as whole groups "
+      "allow.\n"));
   registry.add(sub, [opts] {
     const auto result = data::split(*opts);
     for (const auto& w : result.warnings.messages()) log::warn(w);

@@ -35,7 +35,8 @@ Json run_train(const TrainOptions& opts) {
     config::RunConfig defaults;
     const auto schema = config::bind_schema(defaults);
     Json keys = Json::array();
-    for (const auto& f : schema.fields()) keys.push_back({{"key", f.key}, {"default", f.get()}, {"doc", f.doc}});
+    for (const auto& f : schema.fields())
+      keys.push_back({{"key", f.key}, {"default", f.get()}, {"doc", f.doc}});
     return {{"keys", keys}};
   }
   std::vector<std::string> overrides = opts.overrides;
@@ -62,19 +63,21 @@ Json run_train(const TrainOptions& opts) {
 void add_train_command(CLI::App& app, Registry& registry, const GlobalOptions& global) {
   auto opts = std::make_shared<TrainOptions>();
   auto* sub = app.add_subcommand("train", "Fine-tune a model (LoRA, QLoRA or full) from a YAML config");
-  sub->add_option("-c,--config", opts->config_path, "YAML config file (see configs/)")->check(CLI::ExistingFile);
-  sub->add_option("--set", opts->overrides, "Override a config key: --set train.learning_rate=1e-4 (repeatable)");
+  sub->add_option("-c,--config", opts->config_path, "YAML config file (see configs/)")
+      ->check(CLI::ExistingFile);
+  sub->add_option("--set", opts->overrides,
+                  "Override a config key: --set train.learning_rate=1e-4 (repeatable)");
   sub->add_flag("--dry-run", opts->dry_run, "Load and validate the config, print it resolved, and stop");
   sub->add_flag("--list-keys", opts->list_keys, "List every config key with its default and meaning");
-  sub->add_option("--resume", opts->resume,
-                  "Continue an interrupted run exactly: a checkpoint folder, or 'latest' in train.output_dir");
+  sub->add_option(
+      "--resume", opts->resume,
+      "Continue an interrupted run exactly: a checkpoint folder, or 'latest' in train.output_dir");
   sub->add_option("--resume-adapter", opts->resume_adapter,
                   "Continue training an existing PEFT adapter folder (PEFT's is_trainable=True)");
   config::RunConfig defaults;
-  sub->footer(example_footer(
-                  "  qlora train --config configs/xlmr_vi_qa.yaml --set train.learning_rate=1e-4\n"
-                  "  qlora train --config configs/xlmr_vi_qa.yaml --dry-run --json\n"
-                  "  qlora train --config configs/xlmr_vi_qa.yaml --resume latest\n") +
+  sub->footer(example_footer("  qlora train --config configs/xlmr_vi_qa.yaml --set train.learning_rate=1e-4\n"
+                             "  qlora train --config configs/xlmr_vi_qa.yaml --dry-run --json\n"
+                             "  qlora train --config configs/xlmr_vi_qa.yaml --resume latest\n") +
               "\nConfig keys (YAML section.key, or --set section.key=value):\n" +
               config::bind_schema(defaults).describe());
   registry.add(sub, [opts] { return run_train(*opts); });

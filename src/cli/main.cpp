@@ -44,7 +44,8 @@ int run(int argc, char** argv) {
   app.fallthrough();
   GlobalOptions global;
   app.add_flag("--json", global.json, "Print the result as one JSON object on the last stdout line");
-  app.add_option("--log-level", global.log_level, "trace, debug, info, warn, error or off (logs go to stderr)")
+  app.add_option("--log-level", global.log_level,
+                 "trace, debug, info, warn, error or off (logs go to stderr)")
       ->capture_default_str();
   app.footer(
       "\nWorkflow:\n"

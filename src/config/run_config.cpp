@@ -95,7 +95,8 @@ void validate(const RunConfig& c) {
   const int64_t bs = c.quantization.blocksize;
   require(bs >= 32 && bs <= 4096 && (bs & (bs - 1)) == 0, "quantization.blocksize",
           "must be a power of two in [32, 4096]");
-  require(c.train.epochs > 0 || c.train.max_steps > 0, "train.epochs", "must be positive unless max_steps is set");
+  require(c.train.epochs > 0 || c.train.max_steps > 0, "train.epochs",
+          "must be positive unless max_steps is set");
   require(c.train.micro_batch_size > 0, "train.micro_batch_size", "must be positive");
   require(c.train.gradient_accumulation_steps > 0, "train.gradient_accumulation_steps", "must be positive");
   require(c.train.learning_rate > 0, "train.learning_rate", "must be positive");

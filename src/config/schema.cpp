@@ -82,12 +82,18 @@ std::vector<std::string> parse_list_text(const std::string& text) {
 
 const char* type_name(FieldType type) {
   switch (type) {
-    case FieldType::Int: return "int";
-    case FieldType::Float: return "float";
-    case FieldType::Bool: return "bool";
-    case FieldType::String: return "string";
-    case FieldType::StringList: return "list";
-    case FieldType::Choice: return "choice";
+    case FieldType::Int:
+      return "int";
+    case FieldType::Float:
+      return "float";
+    case FieldType::Bool:
+      return "bool";
+    case FieldType::String:
+      return "string";
+    case FieldType::StringList:
+      return "list";
+    case FieldType::Choice:
+      return "choice";
   }
   return "?";
 }
@@ -95,28 +101,50 @@ const char* type_name(FieldType type) {
 }  // namespace
 
 void Schema::add_int(const std::string& key, int64_t* target, const std::string& doc) {
-  fields_.push_back({key, FieldType::Int, doc, {}, [target](const std::string& t) { *target = parse_int(t); },
-                     nullptr, [target] { return nlohmann::ordered_json(*target); }});
+  fields_.push_back({key,
+                     FieldType::Int,
+                     doc,
+                     {},
+                     [target](const std::string& t) { *target = parse_int(t); },
+                     nullptr,
+                     [target] { return nlohmann::ordered_json(*target); }});
 }
 
 void Schema::add_float(const std::string& key, double* target, const std::string& doc) {
-  fields_.push_back({key, FieldType::Float, doc, {},
-                     [target](const std::string& t) { *target = parse_float(t); }, nullptr,
+  fields_.push_back({key,
+                     FieldType::Float,
+                     doc,
+                     {},
+                     [target](const std::string& t) { *target = parse_float(t); },
+                     nullptr,
                      [target] { return nlohmann::ordered_json(*target); }});
 }
 
 void Schema::add_bool(const std::string& key, bool* target, const std::string& doc) {
-  fields_.push_back({key, FieldType::Bool, doc, {}, [target](const std::string& t) { *target = parse_bool(t); },
-                     nullptr, [target] { return nlohmann::ordered_json(*target); }});
+  fields_.push_back({key,
+                     FieldType::Bool,
+                     doc,
+                     {},
+                     [target](const std::string& t) { *target = parse_bool(t); },
+                     nullptr,
+                     [target] { return nlohmann::ordered_json(*target); }});
 }
 
 void Schema::add_string(const std::string& key, std::string* target, const std::string& doc) {
-  fields_.push_back({key, FieldType::String, doc, {}, [target](const std::string& t) { *target = t; }, nullptr,
+  fields_.push_back({key,
+                     FieldType::String,
+                     doc,
+                     {},
+                     [target](const std::string& t) { *target = t; },
+                     nullptr,
                      [target] { return nlohmann::ordered_json(*target); }});
 }
 
 void Schema::add_list(const std::string& key, std::vector<std::string>* target, const std::string& doc) {
-  fields_.push_back({key, FieldType::StringList, doc, {},
+  fields_.push_back({key,
+                     FieldType::StringList,
+                     doc,
+                     {},
                      [target](const std::string& t) { *target = parse_list_text(t); },
                      [target](const std::vector<std::string>& items) { *target = items; },
                      [target] { return nlohmann::ordered_json(*target); }});
@@ -196,7 +224,8 @@ void Schema::apply_yaml_file(const std::string& path) const {
             items.push_back(item.as<std::string>());
           }
           field->set_list(items);
-        } else if (value.IsNull() && (field->type == FieldType::String || field->type == FieldType::StringList)) {
+        } else if (value.IsNull() &&
+                   (field->type == FieldType::String || field->type == FieldType::StringList)) {
           field->set_text("");
         } else if (value.IsScalar()) {
           field->set_text(value.as<std::string>());

@@ -32,8 +32,8 @@ void fsync_path(const std::string& path, int flags) {
 
 AtomicFile::AtomicFile(std::string path, bool binary)
     : path_(std::move(path)), tmp_path_(path_ + ".tmp." + std::to_string(::getpid())) {
-  out_.open(tmp_path_, binary ? std::ios::out | std::ios::binary | std::ios::trunc
-                              : std::ios::out | std::ios::trunc);
+  out_.open(tmp_path_,
+            binary ? std::ios::out | std::ios::binary | std::ios::trunc : std::ios::out | std::ios::trunc);
   if (!out_) fail(path_ + ": cannot create output file (" + std::strerror(errno) + ")");
 }
 

@@ -25,7 +25,8 @@ void for_each_jsonl(const std::string& path,
     } catch (const nlohmann::json::parse_error& e) {
       fail_at(path, line, std::string("malformed JSON: ") + e.what());
     }
-    if (!record.is_object()) fail_at(path, line, "expected a JSON object, got " + std::string(record.type_name()));
+    if (!record.is_object())
+      fail_at(path, line, "expected a JSON object, got " + std::string(record.type_name()));
     visit(record, line);
   }
   if (in.bad()) fail(path + ": read failed");

@@ -28,7 +28,8 @@ std::string Progress::format_duration(double seconds) {
     std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(s / 3600),
                   static_cast<long long>((s % 3600) / 60));
   } else if (s >= 60) {
-    std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
   } else {
     std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(s));
   }
@@ -43,7 +44,8 @@ std::string Progress::render(int64_t done, double elapsed_s,
     const double frac = std::min(1.0, static_cast<double>(done) / static_cast<double>(total_));
     constexpr int kWidth = 20;
     const int filled = static_cast<int>(frac * kWidth);
-    out << "[" << std::string(filled, '#') << std::string(kWidth - filled, '.') << "] " << done << "/" << total_;
+    out << "[" << std::string(filled, '#') << std::string(kWidth - filled, '.') << "] " << done << "/"
+        << total_;
   } else {
     out << done;
   }
@@ -54,7 +56,8 @@ std::string Progress::render(int64_t done, double elapsed_s,
   for (const auto& [name, value] : fields) out << " " << name << " " << value;
   out << " elapsed " << format_duration(elapsed_s);
   if (total_ > 0 && done > 0 && done < total_) {
-    out << " eta " << format_duration(elapsed_s / static_cast<double>(done) * static_cast<double>(total_ - done));
+    out << " eta "
+        << format_duration(elapsed_s / static_cast<double>(done) * static_cast<double>(total_ - done));
   }
   return out.str();
 }

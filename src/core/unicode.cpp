@@ -18,9 +18,7 @@ size_t sequence_length(std::string_view text, size_t i) {
   return n > 0 ? static_cast<size_t>(n) : 0;
 }
 
-[[noreturn]] void malformed(size_t byte) {
-  fail("malformed UTF-8 at byte " + std::to_string(byte));
-}
+[[noreturn]] void malformed(size_t byte) { fail("malformed UTF-8 at byte " + std::to_string(byte)); }
 
 }  // namespace
 
@@ -112,8 +110,8 @@ std::string utf8_substr(std::string_view text, size_t begin_char, size_t end_cha
   const auto offsets = utf8_char_to_byte(text);
   const size_t len = offsets.size() - 1;
   if (begin_char > end_char || end_char > len) {
-    fail("substring [" + std::to_string(begin_char) + ", " + std::to_string(end_char) +
-         ") outside text of " + std::to_string(len) + " characters");
+    fail("substring [" + std::to_string(begin_char) + ", " + std::to_string(end_char) + ") outside text of " +
+         std::to_string(len) + " characters");
   }
   return std::string(text.substr(offsets[begin_char], offsets[end_char] - offsets[begin_char]));
 }

@@ -6,14 +6,13 @@
 #include <regex>
 #include <set>
 
-#include "qlora/core/fs.h"
 #include "qlora/core/atomic_file.h"
 #include "qlora/core/error.h"
+#include "qlora/core/fs.h"
 #include "qlora/core/jsonl.h"
 #include "qlora/core/suggest.h"
 
 namespace qlora {
-
 
 namespace {
 
@@ -80,9 +79,9 @@ Checkpoint Checkpoint::open(const std::string& path) {
     if (it == shard_ids.end()) {
       const std::string shard_path = fsys::join(folder, shard);
       if (!fsys::exists(shard_path)) {
-        fail_at(index_path, -1,
-                "weight_map['" + tensor + "'] names shard '" + shard + "' but " + shard_path +
-                    " does not exist");
+        fail_at(
+            index_path, -1,
+            "weight_map['" + tensor + "'] names shard '" + shard + "' but " + shard_path + " does not exist");
       }
       it = shard_ids.emplace(shard, checkpoint.files_.size()).first;
       checkpoint.files_.push_back(SafetensorsFile::open(shard_path));

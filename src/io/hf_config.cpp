@@ -2,12 +2,11 @@
 
 #include <limits>
 
-#include "qlora/core/fs.h"
 #include "qlora/core/error.h"
+#include "qlora/core/fs.h"
 #include "qlora/core/suggest.h"
 
 namespace qlora {
-
 
 namespace {
 
@@ -163,8 +162,7 @@ GenerationConfig GenerationConfig::from_json(const HfConfig& json) {
 
 GenerationConfig GenerationConfig::load(const std::string& dir) {
   const std::string generation = fsys::join(dir, "generation_config.json");
-  if (fsys::exists(generation))
-    return from_json(HfConfig(read_json_file(generation), generation));
+  if (fsys::exists(generation)) return from_json(HfConfig(read_json_file(generation), generation));
   // from_model_config: only the special token ids carry over from config.json.
   const HfConfig model = HfConfig::load(dir);
   GenerationConfig g;

@@ -6,7 +6,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
-
 #include <set>
 
 #include "qlora/core/error.h"

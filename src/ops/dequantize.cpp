@@ -43,16 +43,16 @@ at::Tensor nf4_dequantize(const at::Tensor& packed, const at::Tensor& absmax, in
   at::Tensor out = at::empty({numel}, p.options().dtype(at::kFloat));
   if (p.is_cuda()) {
 #ifdef QLORA_WITH_CUDA
-    const int err = kernels::nf4_dequantize_f32(p.data_ptr<uint8_t>(), a.data_ptr<float>(),
-                                                out.data_ptr<float>(), numel, blocksize,
-                                                at::cuda::getCurrentCUDAStream().stream());
+    const int err =
+        kernels::nf4_dequantize_f32(p.data_ptr<uint8_t>(), a.data_ptr<float>(), out.data_ptr<float>(), numel,
+                                    blocksize, at::cuda::getCurrentCUDAStream().stream());
     if (err != 0) fail("nf4_dequantize: CUDA kernel failed with error " + std::to_string(err));
 #else
     fail("nf4_dequantize: this build has no CUDA kernels (configure with QLORA_CUDA=ON)");
 #endif
   } else {
-    quant::nf4_dequantize_f32_reference(p.data_ptr<uint8_t>(), a.data_ptr<float>(),
-                                        out.data_ptr<float>(), numel, blocksize);
+    quant::nf4_dequantize_f32_reference(p.data_ptr<uint8_t>(), a.data_ptr<float>(), out.data_ptr<float>(),
+                                        numel, blocksize);
   }
   return out;
 }

@@ -1,7 +1,6 @@
-#include "qlora/quant/nf4.h"
-
 #include "kernels/nf4_layout.h"
 #include "qlora/core/error.h"
+#include "qlora/quant/nf4.h"
 
 namespace qlora::quant {
 

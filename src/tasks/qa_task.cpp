@@ -30,9 +30,9 @@ at::Tensor rows_tensor(const std::vector<int64_t>& values, int64_t rows, int64_t
 }
 
 // Tokenizer and config files a saved full model needs beside its weights to load on its own.
-const char* const kModelSideFiles[] = {"config.json", "generation_config.json", "tokenizer_config.json",
+const char* const kModelSideFiles[] = {"config.json",    "generation_config.json",  "tokenizer_config.json",
                                        "tokenizer.json", "special_tokens_map.json", "sentencepiece.bpe.model",
-                                       "spiece.model", "tokenizer.model", "vocab.txt"};
+                                       "spiece.model",   "tokenizer.model",         "vocab.txt"};
 
 void copy_side_files(const std::string& from_dir, const std::string& to_dir) {
   for (const char* name : kModelSideFiles) {
@@ -43,8 +43,8 @@ void copy_side_files(const std::string& from_dir, const std::string& to_dir) {
 
 }  // namespace
 
-QaModel load_qa_model(const std::string& model_dir, const std::string& tokenizer_dir, const std::string& adapter_dir,
-                      const std::string& dtype) {
+QaModel load_qa_model(const std::string& model_dir, const std::string& tokenizer_dir,
+                      const std::string& adapter_dir, const std::string& dtype) {
   QaModel m;
   m.tokenizer = load_tokenizer(tokenizer_dir.empty() ? model_dir : tokenizer_dir);
   models::EncoderLoadOptions options;
@@ -95,10 +95,13 @@ QaPredictions predict_qa(const QaModel& qa_model, const std::vector<qa::QaExampl
   const nn::ForwardContext ctx;  // eval: no dropout
   for (int64_t b = 0; b < n; b += options.batch_size) {
     const int64_t e = std::min(n, b + options.batch_size);
-    const auto logits = models::qa_forward(*qa_model.model, {ids.slice(0, b, e), mask.slice(0, b, e), {}}, ctx);
-    loss_sum += models::qa_loss(logits.start, logits.end, starts.slice(0, b, e), ends.slice(0, b, e))
-                    .item<double>() * static_cast<double>(e - b);
-    const at::Tensor s = logits.start.to(at::kFloat).contiguous(), en = logits.end.to(at::kFloat).contiguous();
+    const auto logits =
+        models::qa_forward(*qa_model.model, {ids.slice(0, b, e), mask.slice(0, b, e), {}}, ctx);
+    loss_sum +=
+        models::qa_loss(logits.start, logits.end, starts.slice(0, b, e), ends.slice(0, b, e)).item<double>() *
+        static_cast<double>(e - b);
+    const at::Tensor s = logits.start.to(at::kFloat).contiguous(),
+                     en = logits.end.to(at::kFloat).contiguous();
     for (int64_t r = 0; r < e - b; ++r) {
       start_rows.emplace_back(s[r].data_ptr<float>(), s[r].data_ptr<float>() + t);
       end_rows.emplace_back(en[r].data_ptr<float>(), en[r].data_ptr<float>() + t);
@@ -159,11 +162,12 @@ QaTrainTask::QaTrainTask(const config::RunConfig& config) : config_(config) {
 
   const qa::QaFeatureOptions fo{config_.data.max_seq_length, config_.data.doc_stride};
   if (fo.max_seq_length > max_window(*qa_.model)) {
-    fail("config key 'data.max_seq_length' is " + std::to_string(fo.max_seq_length) + " but " + config_.model.path +
-         " has positions for " + std::to_string(max_window(*qa_.model)) + " tokens");
+    fail("config key 'data.max_seq_length' is " + std::to_string(fo.max_seq_length) + " but " +
+         config_.model.path + " has positions for " + std::to_string(max_window(*qa_.model)) + " tokens");
   }
   train_examples_ = qa::read_qa_examples(config_.data.train_file);
-  if (config_.data.max_samples > 0 && static_cast<int64_t>(train_examples_.size()) > config_.data.max_samples) {
+  if (config_.data.max_samples > 0 &&
+      static_cast<int64_t>(train_examples_.size()) > config_.data.max_samples) {
     train_examples_.resize(static_cast<size_t>(config_.data.max_samples));
   }
   train_ = qa::prepare_train_features(*qa_.tokenizer, train_examples_, fo);
@@ -180,7 +184,8 @@ QaTrainTask::QaTrainTask(const config::RunConfig& config) : config_(config) {
   }
 }
 
-train::MicroBatchLoss QaTrainTask::train_loss(const std::vector<size_t>& indices, const nn::ForwardContext& ctx) {
+train::MicroBatchLoss QaTrainTask::train_loss(const std::vector<size_t>& indices,
+                                              const nn::ForwardContext& ctx) {
   const at::Tensor idx = at::tensor(std::vector<int64_t>(indices.begin(), indices.end()), at::kLong);
   const at::Tensor mask = attention_mask_.index_select(0, idx);
   const auto logits = models::qa_forward(*qa_.model, {input_ids_.index_select(0, idx), mask, {}}, ctx);
@@ -278,7 +283,8 @@ Json run_qa_training(const config::RunConfig& config, const std::string& resume_
 
   fsys::create_directories(o.output_dir);
   config::RunConfig copy = config;
-  write_file_atomic(fsys::join(o.output_dir, "run_config.json"), config::bind_schema(copy).to_json().dump(2) + "\n");
+  write_file_atomic(fsys::join(o.output_dir, "run_config.json"),
+                    config::bind_schema(copy).to_json().dump(2) + "\n");
   train::MetricsWriter writer(o.output_dir);
   const auto sink = [&writer](const Json& record) {
     train::MetricValues values;
@@ -288,7 +294,8 @@ Json run_qa_training(const config::RunConfig& config, const std::string& resume_
     }
     const auto split = record["split"] == "eval" ? train::Split::kEval : train::Split::kTrain;
     writer.log(split, record["step"].get<int64_t>(), record["epoch"].get<double>(), values);
-    if (split == train::Split::kEval) log::info("eval at step " + record["step"].dump() + ": " + record.dump());
+    if (split == train::Split::kEval)
+      log::info("eval at step " + record["step"].dump() + ": " + record.dump());
   };
   const auto summary = train::run_training(task, o, resume_from, sink);
   writer.close();

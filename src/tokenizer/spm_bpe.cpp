@@ -8,9 +8,7 @@
 
 namespace qlora::tokenizer_detail {
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 HfBpe::HfBpe(const std::vector<std::string>& pieces, int unk_id) : unk_id_(unk_id) {
   for (size_t i = 0; i < pieces.size(); ++i) piece_to_id_.emplace(pieces[i], static_cast<int>(i));

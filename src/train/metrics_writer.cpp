@@ -183,8 +183,9 @@ void MetricsWriter::log(Split split, int64_t step, double epoch, const MetricVal
     record[name] = std::isfinite(value) ? Json(value) : Json(nullptr);
     scalars.push_back({std::string(split_name(split)) + "/" + name, static_cast<float>(value)});
   }
-  fsys::write_all(metrics_fd_, record.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::strict) + "\n",
-            metrics_path_);
+  fsys::write_all(metrics_fd_,
+                  record.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::strict) + "\n",
+                  metrics_path_);
   if (events_) events_->add_scalars(step, wall_time, scalars);
 }
 

@@ -15,7 +15,8 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
     if (g.names.size() != g.params.size()) fail("AdamW: every parameter needs a name");
     std::vector<Moments> m;
     for (const auto& p : g.params) {
-      m.push_back({at::zeros_like(p, at::MemoryFormat::Preserve), at::zeros_like(p, at::MemoryFormat::Preserve)});
+      m.push_back(
+          {at::zeros_like(p, at::MemoryFormat::Preserve), at::zeros_like(p, at::MemoryFormat::Preserve)});
     }
     moments_.push_back(std::move(m));
   }

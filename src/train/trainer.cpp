@@ -62,8 +62,9 @@ Plan make_plan(const TrainerOptions& o, int64_t samples) {
   p.micro_per_epoch = (samples + o.micro_batch_size - 1) / o.micro_batch_size;
   // A last, shorter accumulation window at the end of an epoch still makes an optimizer step.
   p.steps_per_epoch = (p.micro_per_epoch + o.gradient_accumulation_steps - 1) / o.gradient_accumulation_steps;
-  p.total_steps = o.max_steps > 0 ? o.max_steps
-                                   : static_cast<int64_t>(std::ceil(o.epochs * static_cast<double>(p.steps_per_epoch)));
+  p.total_steps = o.max_steps > 0
+                      ? o.max_steps
+                      : static_cast<int64_t>(std::ceil(o.epochs * static_cast<double>(p.steps_per_epoch)));
   p.warmup_steps = warmup_steps_for(p.total_steps, o.warmup_steps, o.warmup_ratio);
   return p;
 }
@@ -91,18 +92,19 @@ int64_t checkpoint_step(const std::string& name) {
 }
 
 Json state_to_json(const RunState& s, const Plan& p, const TrainerOptions& o) {
-  return Json{{"global_step", s.global_step},
-              {"epoch_index", s.epoch_index},
-              {"micro_in_epoch", s.micro_in_epoch},
-              {"best_metric", std::isfinite(s.best_metric) ? Json(s.best_metric) : Json(nullptr)},  // null: none yet
-              {"best_step", s.best_step},
-              {"best_checkpoint", s.best_checkpoint},
-              {"evals_without_improvement", s.evals_without_improvement},
-              {"total_steps", p.total_steps},
-              {"samples", p.samples},
-              {"micro_batch_size", o.micro_batch_size},
-              {"gradient_accumulation_steps", o.gradient_accumulation_steps},
-              {"seed", o.seed}};
+  return Json{
+      {"global_step", s.global_step},
+      {"epoch_index", s.epoch_index},
+      {"micro_in_epoch", s.micro_in_epoch},
+      {"best_metric", std::isfinite(s.best_metric) ? Json(s.best_metric) : Json(nullptr)},  // null: none yet
+      {"best_step", s.best_step},
+      {"best_checkpoint", s.best_checkpoint},
+      {"evals_without_improvement", s.evals_without_improvement},
+      {"total_steps", p.total_steps},
+      {"samples", p.samples},
+      {"micro_batch_size", o.micro_batch_size},
+      {"gradient_accumulation_steps", o.gradient_accumulation_steps},
+      {"seed", o.seed}};
 }
 
 RunState state_from_json(const Json& j, const std::string& path, const Plan& p, const TrainerOptions& o) {
@@ -156,15 +158,17 @@ class Trainer {
     ao.beta1 = o_.adam_beta1;
     ao.beta2 = o_.adam_beta2;
     ao.eps = o_.adam_epsilon;
-    optimizer_ = std::make_unique<AdamW>(
-        std::vector<ParamGroup>{{decay_names, decay_params, o_.weight_decay}, {plain_names, plain_params, 0.0}}, ao);
+    optimizer_ = std::make_unique<AdamW>(std::vector<ParamGroup>{{decay_names, decay_params, o_.weight_decay},
+                                                                 {plain_names, plain_params, 0.0}},
+                                         ao);
     generator_ = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(o_.seed));
     state_.best_metric = lower_is_better(o_.metric_for_best) ? INFINITY : -INFINITY;
   }
 
   void resume(const std::string& dir) {
     const std::string state_path = fsys::join(dir, kStateFile);
-    if (!fsys::exists(state_path)) fail(dir + ": not a complete checkpoint (no " + std::string(kStateFile) + ")");
+    if (!fsys::exists(state_path))
+      fail(dir + ": not a complete checkpoint (no " + std::string(kStateFile) + ")");
     state_ = state_from_json(read_json_file(state_path), state_path, plan_, o_);
     task_.load_model(dir);
     const auto opt = SafetensorsFile::open(fsys::join(dir, kOptimizerFile));
@@ -191,7 +195,8 @@ class Trainer {
                                                 static_cast<uint64_t>(o_.seed + state_.epoch_index));
       bool epoch_end = false;
       while (!stop && !epoch_end) {
-        const int64_t window = std::min(o_.gradient_accumulation_steps, plan_.micro_per_epoch - state_.micro_in_epoch);
+        const int64_t window =
+            std::min(o_.gradient_accumulation_steps, plan_.micro_per_epoch - state_.micro_in_epoch);
         double step_loss = 0;
         for (int64_t k = 0; k < window; ++k) {
           const int64_t micro = state_.micro_in_epoch + k;
@@ -210,8 +215,9 @@ class Trainer {
         }
         state_.micro_in_epoch += window;
         const double grad_norm = o_.max_grad_norm > 0 ? clip_grad_norm(all_params_, o_.max_grad_norm) : NAN;
-        const double lr = o_.learning_rate * lr_factor({o_.lr_scheduler, plan_.total_steps, plan_.warmup_steps},
-                                                       state_.global_step);
+        const double lr =
+            o_.learning_rate *
+            lr_factor({o_.lr_scheduler, plan_.total_steps, plan_.warmup_steps}, state_.global_step);
         optimizer_->step(lr);
         optimizer_->zero_grad();
         ++state_.global_step;
@@ -223,15 +229,21 @@ class Trainer {
           ++state_.epoch_index;
           state_.micro_in_epoch = 0;
         }
-        const double epoch = static_cast<double>(state_.epoch_index) +
-                             static_cast<double>(state_.micro_in_epoch) / static_cast<double>(plan_.micro_per_epoch);
+        const double epoch =
+            static_cast<double>(state_.epoch_index) +
+            static_cast<double>(state_.micro_in_epoch) / static_cast<double>(plan_.micro_per_epoch);
         const bool last = state_.global_step >= plan_.total_steps;
 
         if (state_.global_step % o_.logging_steps == 0 || last) {
-          const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+          const double secs =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
           last_loss_ = window_loss / static_cast<double>(window_steps);
-          Json rec = {{"step", state_.global_step}, {"epoch", epoch},          {"split", "train"},
-                      {"loss", last_loss_},         {"learning_rate", lr},     {"grad_norm", grad_norm},
+          Json rec = {{"step", state_.global_step},
+                      {"epoch", epoch},
+                      {"split", "train"},
+                      {"loss", last_loss_},
+                      {"learning_rate", lr},
+                      {"grad_norm", grad_norm},
                       {"tokens_per_second", secs > 0 ? window_tokens / secs : 0.0},
                       {"samples_per_second", secs > 0 ? window_samples / secs : 0.0}};
           emit(rec);
@@ -244,15 +256,17 @@ class Trainer {
         std::snprintf(lr_text, sizeof lr_text, "%.2e", lr);
         if (o_.show_progress) progress.update(state_.global_step, {{"loss", loss_text}, {"lr", lr_text}});
 
-        const bool do_eval = o_.eval_steps > 0 ? (state_.global_step % o_.eval_steps == 0 || last) : (epoch_end || last);
+        const bool do_eval =
+            o_.eval_steps > 0 ? (state_.global_step % o_.eval_steps == 0 || last) : (epoch_end || last);
         bool improved = false;
         if (do_eval) improved = evaluate(epoch);
         const bool do_save =
             (o_.save_steps > 0 ? state_.global_step % o_.save_steps == 0 : epoch_end) || last || improved;
         if (do_save) last_saved = save_checkpoint(improved);
-        if (o_.early_stopping_patience > 0 && state_.evals_without_improvement >= o_.early_stopping_patience) {
-          log::info("early stopping: " + std::to_string(state_.evals_without_improvement) + " evaluations without " +
-                    "improvement of " + o_.metric_for_best);
+        if (o_.early_stopping_patience > 0 &&
+            state_.evals_without_improvement >= o_.early_stopping_patience) {
+          log::info("early stopping: " + std::to_string(state_.evals_without_improvement) +
+                    " evaluations without " + "improvement of " + o_.metric_for_best);
           stopped_early_ = true;
           if (!do_save) last_saved = save_checkpoint(false);
           stop = true;
@@ -297,10 +311,12 @@ class Trainer {
     rec.update(metrics);
     emit(rec);
     if (!metrics.contains(o_.metric_for_best)) {
-      fail("train.metric_for_best is '" + o_.metric_for_best + "' but the evaluation reports " + metrics.dump());
+      fail("train.metric_for_best is '" + o_.metric_for_best + "' but the evaluation reports " +
+           metrics.dump());
     }
     const double value = metrics[o_.metric_for_best].get<double>();
-    const bool better = lower_is_better(o_.metric_for_best) ? value < state_.best_metric : value > state_.best_metric;
+    const bool better =
+        lower_is_better(o_.metric_for_best) ? value < state_.best_metric : value > state_.best_metric;
     if (better) {
       state_.best_metric = value;
       state_.best_step = state_.global_step;

@@ -54,7 +54,8 @@ TEST(RunConfig, YamlThenOverridesWin) {
 }
 
 TEST(RunConfig, YamlBlockListAndEmptySection) {
-  const auto path = write_temp("cfg_list.yaml", "quantization:\nadapter:\n  target_modules:\n    - q\n    - v\n");
+  const auto path =
+      write_temp("cfg_list.yaml", "quantization:\nadapter:\n  target_modules:\n    - q\n    - v\n");
   const auto c = load_run_config(path, {});
   ASSERT_EQ(c.adapter.target_modules.size(), 2u);
   EXPECT_EQ(c.adapter.target_modules[1], "v");

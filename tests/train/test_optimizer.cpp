@@ -45,7 +45,8 @@ TEST(AdamW, MatchesTorchOverSixClippedSteps) {
   }
   EXPECT_EQ(opt.steps(), 6);
   for (const auto& [name, tensor] : opt.state()) {
-    EXPECT_TRUE(at::equal(tensor, file.tensor(name.substr(name.find('.') + 1) + "." + name.substr(0, name.find('.')))))
+    EXPECT_TRUE(at::equal(
+        tensor, file.tensor(name.substr(name.find('.') + 1) + "." + name.substr(0, name.find('.')))))
         << name;
   }
 }

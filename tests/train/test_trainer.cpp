@@ -2,7 +2,6 @@
 // crash in the middle of a checkpoint save, best-checkpoint retention and early stopping.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include "qlora/core/error.h"
@@ -33,7 +32,8 @@ class ToyTask : public train::TrainTask {
     b_ = at::zeros({1}).set_requires_grad(true);
   }
   int64_t num_train_samples() const override { return x_.size(0); }
-  train::MicroBatchLoss train_loss(const std::vector<size_t>& indices, const qlora::nn::ForwardContext& ctx) override {
+  train::MicroBatchLoss train_loss(const std::vector<size_t>& indices,
+                                   const qlora::nn::ForwardContext& ctx) override {
     if (throw_at_call_ >= 0 && calls_++ == throw_at_call_) throw Interrupt();
     std::vector<int64_t> idx(indices.begin(), indices.end());
     const auto sel = at::tensor(idx, at::kLong);
@@ -113,7 +113,8 @@ TEST(Trainer, LearnsAndWritesCheckpoints) {
   const auto losses = step_losses(log);
   ASSERT_EQ(losses.size(), 12u);
   EXPECT_LT(losses.back(), 0.5 * losses.front());
-  for (const char* f : {"model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "trainer_state.json"}) {
+  for (const char* f :
+       {"model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "trainer_state.json"}) {
     EXPECT_TRUE(fsys::exists(dir + "/checkpoint-12/" + f)) << f;
   }
   EXPECT_EQ(train::latest_checkpoint(dir), dir + "/checkpoint-12");
@@ -134,7 +135,8 @@ TEST(Trainer, ResumeEqualsUninterrupted) {
   ToyTask first;
   first.throw_at_call_ = 15;  // step 8's micro batches: after checkpoint-6 was written
   std::vector<Json> log_b;
-  EXPECT_THROW(train::run_training(first, options(dir_b), "", [&](const Json& r) { log_b.push_back(r); }), Interrupt);
+  EXPECT_THROW(train::run_training(first, options(dir_b), "", [&](const Json& r) { log_b.push_back(r); }),
+               Interrupt);
   ASSERT_EQ(train::latest_checkpoint(dir_b), dir_b + "/checkpoint-6");
 
   ToyTask second;  // a new process: fresh weights, restored from the checkpoint

@@ -4,10 +4,9 @@
 // give one error that names the place and suggests the nearest valid key.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 

@@ -1,9 +1,8 @@
 // JSON Lines reading with errors that name the file and line.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 

@@ -21,12 +21,12 @@ struct LinearBase {
 
 // A LoRA adapter on one projection (PEFT LoraLayer): out += B(A(dropout(x))) * scaling.
 struct LoraAdapter {
-  at::Tensor A;           // [R, in]  = PEFT lora_A.weight
-  at::Tensor B;           // [out, R] = PEFT lora_B.weight
-  double scaling = 1.0;   // lora_alpha / r, or lora_alpha / sqrt(r) with rslora
-  double dropout = 0.0;   // lora_dropout probability, applied to the adapter input in training
-  bool enabled = true;    // false: the layer behaves as its base (PEFT disable_adapter)
-  bool merged = false;    // true: B A * scaling has been added into the base weight
+  at::Tensor A;          // [R, in]  = PEFT lora_A.weight
+  at::Tensor B;          // [out, R] = PEFT lora_B.weight
+  double scaling = 1.0;  // lora_alpha / r, or lora_alpha / sqrt(r) with rslora
+  double dropout = 0.0;  // lora_dropout probability, applied to the adapter input in training
+  bool enabled = true;   // false: the layer behaves as its base (PEFT disable_adapter)
+  bool merged = false;   // true: B A * scaling has been added into the base weight
   bool defined() const { return A.defined(); }
   int64_t rank() const { return A.size(0); }
 };
@@ -38,7 +38,7 @@ struct Linear {
 
 // What a forward pass needs beyond its inputs.
 struct ForwardContext {
-  bool training = false;                  // enables dropout
+  bool training = false;                   // enables dropout
   std::optional<at::Generator> generator;  // dropout randomness; default generator when empty
 };
 

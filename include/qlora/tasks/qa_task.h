@@ -29,8 +29,8 @@ struct QaModel {
 };
 
 // Loads model.path (+ tokenizer) and, when `adapter_dir` is set, a PEFT adapter for inference.
-QaModel load_qa_model(const std::string& model_dir, const std::string& tokenizer_dir, const std::string& adapter_dir,
-                      const std::string& dtype);
+QaModel load_qa_model(const std::string& model_dir, const std::string& tokenizer_dir,
+                      const std::string& adapter_dir, const std::string& dtype);
 
 // The longest window the model's position table allows (RoBERTa: max_position_embeddings - pad - 1).
 int64_t max_window(const models::EncoderModel& model);
@@ -61,7 +61,8 @@ class QaTrainTask : public train::TrainTask {
   explicit QaTrainTask(const config::RunConfig& config);
 
   int64_t num_train_samples() const override { return train_.inputs.size(); }
-  train::MicroBatchLoss train_loss(const std::vector<size_t>& indices, const nn::ForwardContext& ctx) override;
+  train::MicroBatchLoss train_loss(const std::vector<size_t>& indices,
+                                   const nn::ForwardContext& ctx) override;
   Json evaluate() override;
   train::NamedTensorRefs trainable_parameters() override;
   void save_model(const std::string& dir) override;
