@@ -1,6 +1,14 @@
 # kernels/ is compiled with nvcc whenever a CUDA toolkit is present, so CI compiles GPU code
 # even though it cannot run it. QLORA_CUDA=OFF builds the CPU-only library.
 set(QLORA_WITH_CUDA OFF)
+# T4 (75), A100 (80), A10/3090 (86), L4/4090 (89), H100 (90). V100 (70) needs CUDA 12: add it.
+set(QLORA_CUDA_ARCHITECTURES "75;80;86;89;90" CACHE STRING "GPU architectures for kernels/")
+# A CUDA build of torch probes the GPU (try_run) unless told its arch list, and that probe fails on
+# machines without one when CMake re-runs during a build; always tell it ours.
+if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  string(REGEX REPLACE "([0-9])([0-9])" "\\1.\\2" _torch_archs "${QLORA_CUDA_ARCHITECTURES}")
+  set(ENV{TORCH_CUDA_ARCH_LIST} "${_torch_archs}")
+endif()
 if(NOT QLORA_CUDA STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
@@ -8,19 +16,12 @@ if(NOT QLORA_CUDA STREQUAL "OFF")
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
-    # T4 (75), A100 (80), A10/3090 (86), L4/4090 (89), H100 (90). V100 (70) needs CUDA 12: add it.
-    set(QLORA_CUDA_ARCHITECTURES "75;80;86;89;90" CACHE STRING "GPU architectures for kernels/")
     set(CMAKE_CUDA_ARCHITECTURES ${QLORA_CUDA_ARCHITECTURES})
     enable_language(CUDA)
     set(CMAKE_CUDA_STANDARD 17)
     find_package(CUDAToolkit REQUIRED)
     set(QLORA_WITH_CUDA ON)
     message(STATUS "qlora: CUDA kernels ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, archs ${QLORA_CUDA_ARCHITECTURES})")
-    # torch's CMake config picks its own arch list unless told; keep it to ours.
-    if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
-      string(REGEX REPLACE "([0-9])([0-9])" "\\1.\\2" _torch_archs "${QLORA_CUDA_ARCHITECTURES}")
-      set(ENV{TORCH_CUDA_ARCH_LIST} "${_torch_archs}")
-    endif()
   elseif(QLORA_CUDA STREQUAL "ON")
     message(FATAL_ERROR "QLORA_CUDA=ON but no CUDA compiler was found")
   endif()
