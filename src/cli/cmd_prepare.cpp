@@ -28,6 +28,8 @@ Json run_squad(SquadCliOptions& opts) {
   opts.lib.offset_mode = opts.strict        ? data::OffsetMode::strict
                          : opts.fix_offsets ? data::OffsetMode::fix_offsets
                                             : data::OffsetMode::drop;
+  // Real datasets repeat or omit ids (nanibot-vi does both); rename them with a warning unless strict.
+  opts.lib.repair_ids = !opts.strict;
   const auto result = data::squad_to_mrc(opts.lib);
   log_warnings(result.warnings);
   const auto& c = result.counts;
@@ -52,10 +54,10 @@ void add_squad(CLI::App& prepare, Registry& registry) {
   auto* fix =
       sub->add_flag("--fix-offsets", opts->fix_offsets,
                     "Move an answer whose answer_start is wrong to the nearest occurrence of its text");
-  sub->add_flag("--strict", opts->strict, "Fail on the first wrong answer_start instead of dropping it")
+  sub->add_flag("--strict", opts->strict,
+                "Fail on the first wrong answer_start or missing/repeated question id instead of dropping "
+                "the answer or renaming the id")
       ->excludes(fix);
-  sub->add_flag("--repair-ids", opts->lib.repair_ids,
-                "Replace missing or repeated question ids instead of failing");
   sub->add_option("--keep-plausible-answers", opts->lib.keep_plausible_answers,
                   "Keep SQuAD v2 plausible_answers in their own field")
       ->capture_default_str();
@@ -63,7 +65,8 @@ void add_squad(CLI::App& prepare, Registry& registry) {
       "  qlora prepare squad_to_mrc --input UIT-ViQuAD2.0/train.json --output data/vi_qa/all.jsonl "
       "--fix-offsets\n"
       "Without --fix-offsets or --strict, answers whose text is not at answer_start are dropped with a\n"
-      "warning naming the question id. Text is NFC-normalised; offsets are code points.\n"));
+      "warning naming the question id; missing or repeated ids are renamed (X#2) with a warning.\n"
+      "Text is NFC-normalised; offsets are code points.\n"));
   registry.add(sub, [opts] { return run_squad(*opts); });
 }
 

@@ -69,3 +69,20 @@ contains "missing prediction warned" "$err" "have no prediction"
 printf '{"id": "x"}\n' >"$work/bad_preds.jsonl"
 expect_status 1 "eval bad predictions" "$bin" eval --metric em_f1 --predictions "$work/bad_preds.jsonl" --references "$work/v1.jsonl"
 contains "bad predictions named" "$err" "bad_preds.jsonl:1"
+
+# The full nanibot-vi files (local data beside the checkout): 8 wrong offsets and a repeated id in
+# train_wiki, 45 wrong offsets and 15 missing ids in test_reg (counted independently by
+# tests/fixtures/data/make_nanibot_fixtures.py).
+nanibot="$root/../shared/data/qa/nanibot-vi"
+if [ -f "$nanibot/train_wiki.json" ]; then
+  expect_status 0 "nanibot train_wiki" "$bin" prepare squad_to_mrc --input "$nanibot/train_wiki.json" --output "$work/nw.jsonl" --json
+  [ "$(json_get '(j["counts"]["mismatched_offsets"], j["counts"]["ids_repaired"], j["counts"]["written"])')" = "(8, 1, 591)" ] &&
+    ok || bad "nanibot train_wiki counts: $(last_json)"
+  expect_status 0 "nanibot test_reg" "$bin" prepare squad_to_mrc --input "$nanibot/test_reg.json" --output "$work/nr.jsonl" --fix-offsets --json
+  [ "$(json_get '(j["counts"]["mismatched_offsets"], j["counts"]["fixed"], j["counts"]["ids_repaired"], j["counts"]["written"])')" = "(45, 45, 15, 95)" ] &&
+    ok || bad "nanibot test_reg counts: $(last_json)"
+  expect_status 1 "nanibot strict ids" "$bin" prepare squad_to_mrc --input "$nanibot/train_reg.json" --output "$work/ns.jsonl" --strict
+  contains "strict names the duplicate id" "$err" "duplicate id"
+else
+  echo "SKIP: ../shared/data/qa/nanibot-vi not present; full-file prepare checks skipped" >&2
+fi
