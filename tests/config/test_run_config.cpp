@@ -4,6 +4,7 @@
 #include <fstream>
 #include <string>
 
+#include "error_of.h"
 #include "qlora/config/run_config.h"
 #include "qlora/core/error.h"
 
@@ -18,17 +19,7 @@ std::string write_temp(const std::string& name, const std::string& text) {
   return path;
 }
 
-// Runs f, which must throw Error, and returns its message.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected qlora::Error";
-  return "";
-}
+using qlora_test::error_of;
 
 TEST(RunConfig, DefaultsWithoutFile) {
   const auto c = load_run_config("", {});

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "error_of.h"
 #include "qlora/core/error.h"
 #include "qlora/core/jsonl.h"
 
@@ -66,17 +67,6 @@ inline std::vector<qlora::Json> read_jsonl(const std::string& path) {
   std::vector<qlora::Json> records;
   qlora::for_each_jsonl(path, [&](const qlora::Json& record, int64_t) { records.push_back(record); });
   return records;
-}
-
-// The message of the qlora::Error that `action` throws; a test failure when it throws none.
-inline std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const qlora::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a qlora::Error";
-  return "";
 }
 
 // Where ../shared/data/<relative> is, or "" when the shared data folder is absent.

@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 
+#include "error_of.h"
 #include "qlora/core/error.h"
 #include "qlora/core/jsonl.h"
 
@@ -30,16 +31,7 @@ inline bool close_enough(double actual, double expected) {
   return std::abs(actual - expected) <= 1e-9 * std::max(1.0, std::abs(expected));
 }
 
-// The message of the qlora::Error that `action` throws; a test failure when it throws none.
-inline std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const qlora::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a qlora::Error";
-  return "";
-}
+using qlora_test::error_of;
 
 }  // namespace qlora_eval_test
 

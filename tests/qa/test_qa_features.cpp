@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 
+#include "error_of.h"
 #include "qa/qa_test_util.h"
 #include "qlora/core/error.h"
 #include "qlora/core/unicode.h"
@@ -132,14 +133,7 @@ TEST(QaFeatures, ShortContextGivesOneWindow) {
   EXPECT_NE(f.start_positions[0], 0);
 }
 
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using qlora_test::error_of;
 
 TEST(QaFeatures, SettingsHfRejectsAreErrorsNamingTheRecord) {
   const Json errors = test::load_case("errors.json")["errors"];

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 
+#include "error_of.h"
 #include "qa/qa_test_util.h"
 #include "qlora/core/error.h"
 #include "qlora/qa/postprocess.h"
@@ -140,14 +141,7 @@ TEST(QaPostprocess, MaxAnswerLengthAndEqualScoresKeepCandidateOrder) {
   EXPECT_DOUBLE_EQ(p[0].nbest[0].probability, 1.0);
 }
 
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using qlora_test::error_of;
 
 TEST(QaPostprocess, BadInputsAreErrors) {
   Tiny t;
