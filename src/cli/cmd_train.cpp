@@ -2,7 +2,11 @@
 #include "command.h"
 #include "qlora/config/run_config.h"
 #include "qlora/core/error.h"
+#include "qlora/core/fs.h"
+#include "qlora/core/log.h"
 #include "qlora/io/hf_config.h"
+#include "qlora/models/model_shape.h"
+#include "qlora/tasks/memory_budget.h"
 #include "qlora/tasks/qa_task.h"
 
 namespace qlora::cli {
@@ -46,6 +50,15 @@ Json run_train(const TrainOptions& opts) {
   Json result = {{"config", config::bind_schema(copy).to_json()}};
   if (opts.dry_run) {
     result["dry_run"] = true;
+    // The memory budget needs only config.json, so a shape-only folder (configs/models/) works too.
+    if (!cfg.model.path.empty() && fsys::exists(fsys::join(cfg.model.path, "config.json"))) {
+      const auto shape = models::model_shape(HfConfig::load(cfg.model.path));
+      const auto budget = tasks::memory_budget(cfg, shape);
+      log::info("memory budget (micro batch " + std::to_string(cfg.train.micro_batch_size) + ", seq " +
+                std::to_string(cfg.data.max_seq_length) + "):\n" + budget.to_table());
+      result["memory"] = budget.to_json();
+      result["total_bytes"] = budget.total_bytes();
+    }
     return result;
   }
   if (cfg.model.path.empty()) fail("config key 'model.path' is required to train");
@@ -67,7 +80,7 @@ void add_train_command(CLI::App& app, Registry& registry, const GlobalOptions& g
       ->check(CLI::ExistingFile);
   sub->add_option("--set", opts->overrides,
                   "Override a config key: --set train.learning_rate=1e-4 (repeatable)");
-  sub->add_flag("--dry-run", opts->dry_run, "Load and validate the config, print it resolved, and stop");
+  sub->add_flag("--dry-run", opts->dry_run, "Validate the config, print it resolved with a memory budget, and stop");
   sub->add_flag("--list-keys", opts->list_keys, "List every config key with its default and meaning");
   sub->add_option(
       "--resume", opts->resume,

@@ -21,6 +21,28 @@ Schema bind_schema(RunConfig& c) {
   s.add_bool("data.version_2_with_negative", &c.data.version_2_with_negative,
              "QA: the data has unanswerable questions (SQuAD v2, UIT-ViQuAD 2.0)");
   s.add_int("data.max_samples", &c.data.max_samples, "use only the first N records (-1: all)");
+  s.add_choice("data.format", &c.data.format, {"auto", "alpaca", "prompt_response", "chat"},
+               "causal_lm: record format (auto: from the first record's keys)");
+  s.add_string("data.prompt_template", &c.data.prompt_template,
+               "causal_lm: alpaca, phogpt, chatml, llama-2, or a string with {instruction} and {input}");
+  s.add_string("data.system_prompt", &c.data.system_prompt,
+               "causal_lm chat templates: default system message");
+  s.add_bool("data.train_on_inputs", &c.data.train_on_inputs,
+             "causal_lm: also compute the loss on prompt tokens");
+  s.add_bool("data.add_eos", &c.data.add_eos, "causal_lm: append EOS after each response");
+  s.add_bool("data.packing", &c.data.packing,
+             "causal_lm: pack samples into max_seq_length rows (no attention across samples)");
+  s.add_string("data.source_template", &c.data.source_template, "seq2seq: model input, {source} is replaced");
+  s.add_string("data.target_template", &c.data.target_template, "seq2seq: labels, {target} is replaced");
+  s.add_int("data.max_target_length", &c.data.max_target_length, "seq2seq: label tokens (incl. EOS)");
+
+  s.add_int("generation.max_new_tokens", &c.generation.max_new_tokens, "tokens generated per sample in eval");
+  s.add_int("generation.num_beams", &c.generation.num_beams, "beam search width (1: greedy)");
+  s.add_float("generation.length_penalty", &c.generation.length_penalty, "beam search length exponent");
+  s.add_int("generation.no_repeat_ngram_size", &c.generation.no_repeat_ngram_size,
+            "forbid repeating n-grams of this size (0: off)");
+  s.add_choice("generation.metric", &c.generation.metric, {"auto", "none", "rouge", "bleu", "chrf"},
+               "text metric computed on the valid set (auto: rouge for seq2seq, none otherwise)");
 
   s.add_choice("adapter.type", &c.adapter.type, {"lora", "full"}, "lora, or full fine-tuning");
   s.add_int("adapter.r", &c.adapter.r, "LoRA rank");
@@ -43,6 +65,10 @@ Schema bind_schema(RunConfig& c) {
   s.add_int("quantization.blocksize", &c.quantization.blocksize, "elements per absmax block");
   s.add_choice("quantization.compute_dtype", &c.quantization.compute_dtype, {"fp32", "bf16", "fp16"},
                "dtype of the dequantized matmul");
+  s.add_list("quantization.skip_modules", &c.quantization.skip_modules,
+             "modules kept unquantized besides the output head (llm_int8_skip_modules)");
+  s.add_float("quantization.int8_threshold", &c.quantization.int8_threshold,
+              "LLM.int8 outlier threshold (0: weight-only int8)");
 
   s.add_string("train.output_dir", &c.train.output_dir, "run folder: checkpoints, metrics.jsonl, events");
   s.add_float("train.epochs", &c.train.epochs, "passes over the training set");
@@ -65,13 +91,19 @@ Schema bind_schema(RunConfig& c) {
   s.add_int("train.eval_steps", &c.train.eval_steps, "evaluate every N steps (0: at epoch ends)");
   s.add_int("train.save_steps", &c.train.save_steps, "checkpoint every N steps (0: at epoch ends)");
   s.add_int("train.save_total_limit", &c.train.save_total_limit, "step checkpoints kept (best always kept)");
-  s.add_choice("train.metric_for_best", &c.train.metric_for_best, {"loss", "f1", "exact", "rougeL", "bleu"},
+  s.add_choice("train.metric_for_best", &c.train.metric_for_best,
+               {"loss", "f1", "exact", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf"},
                "metric that picks the best checkpoint");
   s.add_int("train.early_stopping_patience", &c.train.early_stopping_patience,
             "stop after N evaluations without improvement (0: off)");
   s.add_choice("train.device", &c.train.device, {"auto", "cpu", "cuda"}, "where to train");
   s.add_bool("train.gradient_checkpointing", &c.train.gradient_checkpointing,
              "recompute each block's activations in backward to save memory");
+  s.add_choice("train.optim", &c.train.optim,
+               {"adamw_torch", "paged_adamw_32bit", "adamw_8bit", "paged_adamw_8bit"},
+               "optimizer: AdamW, paged (CPU-offloadable) states, 8-bit states");
+  s.add_choice("train.mixed_precision", &c.train.mixed_precision, {"no", "fp16", "bf16"},
+               "autocast dtype with fp32 master weights (fp16 uses dynamic loss scaling)");
   return s;
 }
 
@@ -106,6 +138,11 @@ void validate(const RunConfig& c) {
   require(c.train.adam_beta1 >= 0 && c.train.adam_beta1 < 1, "train.adam_beta1", "must be in [0, 1)");
   require(c.train.adam_beta2 >= 0 && c.train.adam_beta2 < 1, "train.adam_beta2", "must be in [0, 1)");
   require(c.train.logging_steps > 0, "train.logging_steps", "must be positive");
+  require(c.data.max_target_length > 0, "data.max_target_length", "must be positive");
+  require(c.generation.max_new_tokens > 0, "generation.max_new_tokens", "must be positive");
+  require(c.generation.num_beams >= 1, "generation.num_beams", "must be at least 1");
+  require(c.generation.no_repeat_ngram_size >= 0, "generation.no_repeat_ngram_size", "must be non-negative");
+  require(c.quantization.int8_threshold >= 0, "quantization.int8_threshold", "must be non-negative");
   require(c.train.save_total_limit >= 1, "train.save_total_limit", "must be at least 1");
 }
 

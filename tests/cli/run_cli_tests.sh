@@ -51,6 +51,13 @@ contains "unknown key suggests" "$err" "did you mean 'train.learning_rate'"
 expect_status 1 "bad --set value" "$bin" train --set train.seed=abc --dry-run
 contains "bad value names key" "$err" "--set train.seed: expected an integer"
 
+# The issue's QLoRA target: LLaMA-2-7B shape, seq 1024, micro batch 1, r 32, checkpointing < 15 GB.
+expect_status 0 "7B QLoRA memory budget" "$bin" train --config "$root/configs/llama2_7b_qlora_t4.yaml" \
+  --set model.path="$root/configs/models/llama2-7b-shape" --dry-run --json
+[ "$(json_get 'j["total_bytes"] < 15e9 and j["memory"]["trainable_params"] == 79953920')" = "True" ] && ok ||
+  bad "7B budget: $(last_json)"
+contains "budget table on stderr" "$err" "optimizer_states"
+
 expect_status 1 "bad log level" "$bin" --log-level verbose train --dry-run
 contains "log level suggestion" "$err" "unknown level 'verbose'"
 

@@ -28,6 +28,17 @@ struct DataSection {
   int64_t doc_stride = 128;              // QA: token overlap between windows of a long context
   bool version_2_with_negative = false;  // QA: unanswerable questions (SQuAD v2, UIT-ViQuAD 2.0)
   int64_t max_samples = -1;              // use only the first N records (-1 = all)
+  // causal_lm (SFT): record format and prompt template (see docs/DATA_FORMATS.md).
+  std::string format = "auto";             // auto, alpaca, prompt_response, chat
+  std::string prompt_template = "alpaca";  // alpaca, phogpt, chatml, llama-2, or a string with {instruction}
+  std::string system_prompt;               // chat templates: system message when the record has none
+  bool train_on_inputs = false;            // false: loss on response tokens only
+  bool add_eos = true;                     // append EOS after each response
+  bool packing = false;  // pack samples into max_seq_length rows (attention never crosses them)
+  // seq2seq: how a {source, target} pair (qlora prepare pairs) becomes model input and labels.
+  std::string source_template = "{source}";  // e.g. "question: {source}"
+  std::string target_template = "{target}";  // e.g. "Question sentence: {target}"
+  int64_t max_target_length = 128;           // label tokens (incl. EOS)
 };
 
 struct AdapterSection {
@@ -44,13 +55,24 @@ struct AdapterSection {
   std::string resume_adapter;    // continue training this PEFT adapter folder
 };
 
+// Decoding used by evaluation of generative tasks (and the default of qlora infer for a run).
+struct GenerationSection {
+  int64_t max_new_tokens = 128;      // tokens generated per sample
+  int64_t num_beams = 1;             // 1 = greedy
+  double length_penalty = 1.0;       // beam search: exponent on length
+  int64_t no_repeat_ngram_size = 0;  // 0 = off
+  std::string metric = "auto";  // valid-set text metric: auto (rouge for seq2seq), none, rouge, bleu, chrf
+};
+
 struct QuantizationSection {
-  bool load_in_4bit = false;           // QLoRA: NF4/FP4 base weights
-  bool load_in_8bit = false;           // int8 base weights
-  std::string quant_type = "nf4";      // nf4, fp4
-  bool double_quant = true;            // quantize the absmax statistics (bnb_4bit_use_double_quant)
-  int64_t blocksize = 64;              // elements per absmax block
-  std::string compute_dtype = "bf16";  // fp32, bf16, fp16
+  bool load_in_4bit = false;                   // QLoRA: NF4/FP4 base weights
+  bool load_in_8bit = false;                   // int8 base weights
+  std::string quant_type = "nf4";              // nf4, fp4
+  bool double_quant = true;                    // quantize the absmax statistics (bnb_4bit_use_double_quant)
+  int64_t blocksize = 64;                      // elements per absmax block
+  std::string compute_dtype = "bf16";          // fp32, bf16, fp16
+  std::vector<std::string> skip_modules = {};  // modules kept unquantized besides the output head
+  double int8_threshold = 6.0;                 // LLM.int8 outlier threshold (0 = weight-only int8)
 };
 
 struct TrainSection {
@@ -77,6 +99,8 @@ struct TrainSection {
   int64_t early_stopping_patience = 0;   // stop after N evaluations without improvement (0 = off)
   std::string device = "auto";           // auto, cpu, cuda
   bool gradient_checkpointing = false;   // recompute block activations in backward
+  std::string optim = "adamw_torch";     // adamw_torch, paged_adamw_32bit, adamw_8bit, paged_adamw_8bit
+  std::string mixed_precision = "no";    // no, fp16 (dynamic loss scaling), bf16; master weights stay fp32
 };
 
 struct RunConfig {
@@ -84,6 +108,7 @@ struct RunConfig {
   TaskSection task;
   DataSection data;
   AdapterSection adapter;
+  GenerationSection generation;
   QuantizationSection quantization;
   TrainSection train;
 };
