@@ -117,8 +117,8 @@ void require(bool ok, const std::string& key, const std::string& message) {
 
 void validate(const RunConfig& c) {
   require(c.data.max_seq_length > 0, "data.max_seq_length", "must be positive");
-  require(c.data.doc_stride >= 0 && c.data.doc_stride < c.data.max_seq_length, "data.doc_stride",
-          "must be in [0, max_seq_length)");
+  require(c.task.type != "qa" || (c.data.doc_stride >= 0 && c.data.doc_stride < c.data.max_seq_length),
+          "data.doc_stride", "must be in [0, max_seq_length)");
   require(c.adapter.r > 0, "adapter.r", "must be positive");
   require(c.adapter.alpha > 0, "adapter.alpha", "must be positive");
   require(c.adapter.dropout >= 0 && c.adapter.dropout < 1, "adapter.dropout", "must be in [0, 1)");
