@@ -1,4 +1,8 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include <algorithm>
 
 #include "kernels/nf4_dequantize.h"
 #include "kernels/nf4_layout.h"
@@ -9,7 +13,43 @@ namespace {
 
 __constant__ float kDeviceCodebook[nf4::kCodes] = QLORA_NF4_CODEBOOK;
 
-// One thread per packed byte: two outputs each, so reads are one byte per two values.
+constexpr int kThreads = 256;
+
+int grid_for(int64_t items) {
+  return static_cast<int>(std::min<int64_t>((items + kThreads - 1) / kThreads, 65535));
+}
+
+__device__ __forceinline__ float code_value(int quant_type, uint8_t code) {
+  return quant_type == 0 ? kDeviceCodebook[code] : nf4::fp4_value(code);
+}
+
+// bnb dequantizes the nested absmax in one kernel and adds the offset in another: two roundings, never
+// an FMA, hence the explicit _rn intrinsics.
+__device__ __forceinline__ float block_absmax(const AbsmaxSource& src, int64_t block) {
+  if (src.absmax != nullptr) return src.absmax[block];
+  const float scaled =
+      __fmul_rn(src.nested_code[src.qabsmax[block]], src.nested_absmax[block / nf4::kNestedBlocksize]);
+  return __fadd_rn(scaled, src.offset);
+}
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
 __global__ void nf4_dequantize_f32_kernel(const uint8_t* __restrict__ packed,
                                           const float* __restrict__ absmax, float* __restrict__ out,
                                           int64_t n, int64_t blocksize) {
@@ -23,17 +63,136 @@ __global__ void nf4_dequantize_f32_kernel(const uint8_t* __restrict__ packed,
   }
 }
 
+// One thread per packed byte: two outputs each; both share a block since blocksizes are even.
+template <typename T>
+__global__ void dequantize_4bit_kernel(const uint8_t* __restrict__ packed, AbsmaxSource src,
+                                       T* __restrict__ out, int64_t n, int64_t blocksize, int quant_type) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t byte = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+       byte < nf4::packed_bytes(n); byte += stride) {
+    const uint8_t b = packed[byte];
+    const int64_t i = 2 * byte;
+    const float scale = block_absmax(src, i / blocksize);
+    out[i] = from_float<T>(__fmul_rn(code_value(quant_type, b >> 4), scale));
+    if (i + 1 < n) out[i + 1] = from_float<T>(__fmul_rn(code_value(quant_type, b & 0x0F), scale));
+  }
+}
+
+__global__ void dequantize_nested_absmax_kernel(const uint8_t* __restrict__ qabsmax,
+                                                const float* __restrict__ nested_absmax,
+                                                const float* __restrict__ nested_code, float offset,
+                                                float* __restrict__ absmax, int64_t n_blocks) {
+  AbsmaxSource src;
+  src.qabsmax = qabsmax;
+  src.nested_absmax = nested_absmax;
+  src.nested_code = nested_code;
+  src.offset = offset;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n_blocks; i += stride) {
+    absmax[i] = block_absmax(src, i);
+  }
+}
+
+// One warp per output row; lanes stride over K and keep one float32 partial sum per batch row, then a
+// shuffle reduction. Straightforward on purpose: tuning (vector loads, several rows per warp, shared x)
+// is for a GPU host.
+template <typename T>
+__global__ void gemv_4bit_kernel(const T* __restrict__ x, const uint8_t* __restrict__ packed,
+                                 const float* __restrict__ absmax, T* __restrict__ y, int batch,
+                                 int64_t out_features, int64_t in_features, int64_t blocksize,
+                                 int quant_type) {
+  const int64_t warps_per_block = blockDim.x / 32;
+  const int64_t row = blockIdx.x * warps_per_block + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= out_features) return;
+  float acc[kGemvMaxBatch];
+#pragma unroll
+  for (int b = 0; b < kGemvMaxBatch; ++b) acc[b] = 0.0f;
+  const int64_t base = row * in_features;
+  for (int64_t k = lane; k < in_features; k += 32) {
+    const int64_t idx = base + k;
+    const float w = code_value(quant_type, nf4::code_at(packed, idx)) * absmax[idx / blocksize];
+#pragma unroll
+    for (int b = 0; b < kGemvMaxBatch; ++b) {
+      if (b < batch) acc[b] += to_float(x[b * in_features + k]) * w;
+    }
+  }
+#pragma unroll
+  for (int b = 0; b < kGemvMaxBatch; ++b) {
+    float v = acc[b];
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+    if (lane == 0 && b < batch) y[b * out_features + row] = from_float<T>(v);
+  }
+}
+
 }  // namespace
 
 int nf4_dequantize_f32(const uint8_t* packed, const float* absmax, float* out, int64_t n, int64_t blocksize,
                        void* stream) {
   if (n <= 0) return cudaSuccess;
   if (!nf4::valid_blocksize(blocksize)) return cudaErrorInvalidValue;
-  constexpr int kThreads = 256;
-  const int64_t bytes = nf4::packed_bytes(n);
-  const int blocks = static_cast<int>(std::min<int64_t>((bytes + kThreads - 1) / kThreads, 65535));
-  nf4_dequantize_f32_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(packed, absmax, out,
-                                                                                        n, blocksize);
+  nf4_dequantize_f32_kernel<<<grid_for(nf4::packed_bytes(n)), kThreads, 0,
+                              static_cast<cudaStream_t>(stream)>>>(packed, absmax, out, n, blocksize);
+  return cudaGetLastError();
+}
+
+int dequantize_4bit(const uint8_t* packed, AbsmaxSource absmax, void* out, int out_type, int64_t n,
+                    int64_t blocksize, int quant_type, void* stream) {
+  if (n <= 0) return cudaSuccess;
+  if (!nf4::valid_blocksize(blocksize) || (quant_type != 0 && quant_type != 1)) return cudaErrorInvalidValue;
+  if (absmax.absmax == nullptr &&
+      (absmax.qabsmax == nullptr || absmax.nested_absmax == nullptr || absmax.nested_code == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int grid = grid_for(nf4::packed_bytes(n));
+  switch (out_type) {
+    case 0:
+      dequantize_4bit_kernel<float>
+          <<<grid, kThreads, 0, s>>>(packed, absmax, static_cast<float*>(out), n, blocksize, quant_type);
+      break;
+    case 1:
+      dequantize_4bit_kernel<__half>
+          <<<grid, kThreads, 0, s>>>(packed, absmax, static_cast<__half*>(out), n, blocksize, quant_type);
+      break;
+    case 2:
+      dequantize_4bit_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(
+          packed, absmax, static_cast<__nv_bfloat16*>(out), n, blocksize, quant_type);
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+int dequantize_nested_absmax(const uint8_t* qabsmax, const float* nested_absmax, const float* nested_code,
+                             float offset, float* absmax, int64_t n_blocks, void* stream) {
+  if (n_blocks <= 0) return cudaSuccess;
+  dequantize_nested_absmax_kernel<<<grid_for(n_blocks), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      qabsmax, nested_absmax, nested_code, offset, absmax, n_blocks);
+  return cudaGetLastError();
+}
+
+int gemv_4bit(const void* x, int x_type, const uint8_t* packed, const float* absmax, void* y, int64_t batch,
+              int64_t out_features, int64_t in_features, int64_t blocksize, int quant_type, void* stream) {
+  if (batch < 1 || batch > kGemvMaxBatch || !nf4::valid_blocksize(blocksize)) return cudaErrorInvalidValue;
+  if (quant_type != 0 && quant_type != 1) return cudaErrorInvalidValue;
+  if (out_features <= 0 || in_features <= 0) return cudaSuccess;
+  constexpr int kWarps = 8;
+  const int grid = static_cast<int>((out_features + kWarps - 1) / kWarps);
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int b = static_cast<int>(batch);
+  if (x_type == 1) {
+    gemv_4bit_kernel<__half><<<grid, kWarps * 32, 0, s>>>(static_cast<const __half*>(x), packed, absmax,
+                                                          static_cast<__half*>(y), b, out_features,
+                                                          in_features, blocksize, quant_type);
+  } else if (x_type == 2) {
+    gemv_4bit_kernel<__nv_bfloat16><<<grid, kWarps * 32, 0, s>>>(
+        static_cast<const __nv_bfloat16*>(x), packed, absmax, static_cast<__nv_bfloat16*>(y), b, out_features,
+        in_features, blocksize, quant_type);
+  } else {
+    return cudaErrorInvalidValue;
+  }
   return cudaGetLastError();
 }
 

@@ -1,0 +1,61 @@
+// bitsandbytes-compatible 4-bit quantization on at::Tensor: checks dtype/device/shape, then runs the CPU
+// reference (src/quant) or the CUDA kernel (kernels/). The state mirrors bnb's QuantState.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels/nf4_layout.h"
+
+namespace qlora::ops {
+
+using nf4::QuantType;
+
+// "nf4" / "fp4" <-> QuantType; parse throws Error naming `where`.
+QuantType parse_quant_type(const std::string& name, const std::string& where);
+std::string quant_type_name(QuantType type);
+
+// bitsandbytes QuantState of one 4-bit weight.
+struct QuantState4bit {
+  at::Tensor packed;                           // uint8 [(numel+1)/2, 1], high nibble first
+  at::Tensor absmax;                           // float32 [n_blocks], or uint8 [n_blocks] when nested
+  at::Tensor nested_absmax;                    // float32 [ceil(n_blocks/256)] (nested only)
+  at::Tensor nested_code;                      // float32 [256], the dynamic map (nested only)
+  at::Tensor offset;                           // float32 scalar, mean of the fp32 absmax (nested only)
+  at::Tensor code;                             // float32 [16], the 4-bit codebook (bnb's quant_map)
+  std::vector<int64_t> shape;                  // original weight shape, e.g. [out, in]
+  at::ScalarType dtype = at::kFloat;           // original / compute dtype
+  int64_t blocksize = nf4::kDefaultBlocksize;  // one of 32..4096
+  int64_t nested_blocksize = nf4::kNestedBlocksize;
+  QuantType quant_type = QuantType::kNf4;
+
+  bool nested() const { return nested_absmax.defined(); }
+  int64_t numel() const;
+};
+
+// bnb functional.quantize_4bit(w, blocksize, compress_statistics=double_quant, quant_type): w is float32,
+// float16 or bfloat16 of any shape; absmax is computed in float32 after upcasting. CUDA inputs are
+// quantized by the CPU reference and moved back (weights are quantized once, at load).
+QuantState4bit quantize_4bit(const at::Tensor& w, QuantType quant_type,
+                             int64_t blocksize = nf4::kDefaultBlocksize, bool double_quant = false);
+
+// The float32 absmax of a state (dequantizing the nested one when double-quantized).
+at::Tensor state_absmax_f32(const QuantState4bit& state);
+
+// bnb dequantize_4bit: tensor of state.shape in out_dtype (default state.dtype), on the state's device.
+at::Tensor dequantize_4bit(const QuantState4bit& state,
+                           std::optional<at::ScalarType> out_dtype = std::nullopt);
+
+// y = x @ dequant(W)^T + bias in x's dtype (bnb matmul_4bit). Autograd reaches x (and bias) only:
+// W is dequantized detached, as MatMul4Bit gives no gradient to the 4-bit weight. On CUDA with a 2-D x
+// of 1..8 rows, no grad needed and fp16/bf16, the GEMV kernel reads the packed weight directly.
+at::Tensor matmul_4bit(const at::Tensor& x, const QuantState4bit& state, const at::Tensor& bias = {});
+
+// Whether the GEMV path would be taken for this x (for tests and benchmarks).
+bool matmul_4bit_uses_gemv(const at::Tensor& x, const QuantState4bit& state);
+
+}  // namespace qlora::ops
