@@ -6,6 +6,7 @@
 #include "qlora/core/error.h"
 #include "qlora/core/jsonl.h"
 #include "qlora/core/suggest.h"
+#include "qlora/tokenizer/byte_level_bpe.h"
 #include "qlora/tokenizer/sentencepiece_tokenizer.h"
 
 namespace qlora {
@@ -48,7 +49,7 @@ bool kind_from_class(std::string cls, TokenizerKind& kind) {
   } else if (cls == "XLMRobertaTokenizer") {
     kind = TokenizerKind::kXlmRoberta;
   } else if (cls == "GPT2Tokenizer" || cls == "Qwen2Tokenizer" || cls == "RobertaTokenizer" ||
-             cls == "GPTNeoXTokenizer" || cls == "PreTrainedTokenizer") {
+             cls == "GPTNeoXTokenizer" || cls == "PreTrainedTokenizer" || cls == "TokenizersBackend") {
     kind = TokenizerKind::kByteLevelBpe;
   } else {
     return false;
@@ -73,6 +74,23 @@ bool kind_from_model_type(const std::string& type, TokenizerKind& kind) {
 
 std::string string_field(const Json& j, const char* key) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+}
+
+// A tokenizer.json that is BPE but SentencePiece-style (byte fallback, Metaspace; LLaMA-2's) is not
+// byte-level: say so instead of failing later on its pre-tokenizer.
+void check_not_sentencepiece_bpe(const std::string& path) {
+  const Json j = read_json_file(path);
+  const Json model = j.value("model", Json::object());
+  const bool byte_fallback = model.is_object() && model.value("byte_fallback", false);
+  const std::string pre = j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()
+                              ? string_field(j["pre_tokenizer"], "type")
+                              : "";
+  if (byte_fallback || pre == "Metaspace") {
+    fail(path +
+         ": this is a SentencePiece-style BPE (byte_fallback / Metaspace), not byte-level BPE; load its "
+         "folder as a llama tokenizer (tokenizer.model, or tokenizer_config.json tokenizer_class "
+         "LlamaTokenizer)");
+  }
 }
 
 }  // namespace
@@ -100,8 +118,10 @@ TokenizerKind detect_tokenizer_kind(const std::string& model_dir) {
   if (exists(tok_cfg)) {
     const std::string cls = string_field(read_json_file(tok_cfg), "tokenizer_class");
     if (!cls.empty() && !kind_from_class(cls, kind)) {
-      fail(tok_cfg + ": tokenizer_class '" + cls +
-           "' is not supported (supported: LlamaTokenizer, T5Tokenizer, XLMRobertaTokenizer)");
+      fail(
+          tok_cfg + ": tokenizer_class '" + cls +
+          "' is not supported (supported: LlamaTokenizer, T5Tokenizer, XLMRobertaTokenizer, and byte-level "
+          "BPE: GPT2Tokenizer, Qwen2Tokenizer, RobertaTokenizer, GPTNeoXTokenizer, PreTrainedTokenizerFast)");
     }
     if (!cls.empty()) return kind;
   }
@@ -113,18 +133,23 @@ TokenizerKind detect_tokenizer_kind(const std::string& model_dir) {
   for (TokenizerKind k : {TokenizerKind::kXlmRoberta, TokenizerKind::kT5, TokenizerKind::kLlama}) {
     if (exists(model_dir + "/" + model_file_name(k))) return k;
   }
-  if (exists(model_dir + "/tokenizer.json")) return TokenizerKind::kByteLevelBpe;
+  if (exists(model_dir + "/tokenizer.json")) {
+    check_not_sentencepiece_bpe(model_dir + "/tokenizer.json");
+    return TokenizerKind::kByteLevelBpe;
+  }
+  // GPT-2's legacy pair (transformers builds a GPT2TokenizerFast from it).
+  if (exists(model_dir + "/vocab.json") && exists(model_dir + "/merges.txt"))
+    return TokenizerKind::kByteLevelBpe;
   fail(
       model_dir +
       ": cannot tell which tokenizer to use; looked for tokenizer_config.json (tokenizer_class), config.json "
-      "(model_type), sentencepiece.bpe.model, spiece.model, tokenizer.model and tokenizer.json");
+      "(model_type), sentencepiece.bpe.model, spiece.model, tokenizer.model, tokenizer.json and "
+      "vocab.json + merges.txt");
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir, TokenizerKind kind) {
   if (kind == TokenizerKind::kAuto) kind = detect_tokenizer_kind(model_dir);
-  if (kind == TokenizerKind::kByteLevelBpe) {
-    fail(model_dir + ": byte-level BPE tokenizers (tokenizer.json) are not implemented yet");
-  }
+  if (kind == TokenizerKind::kByteLevelBpe) return load_byte_level_bpe_tokenizer(model_dir);
   const std::string model_file = model_dir + "/" + model_file_name(kind);
   if (!exists(model_file)) {
     fail(model_dir + ": a " + tokenizer_kind_name(kind) + " tokenizer needs " + model_file_name(kind) +
