@@ -13,8 +13,54 @@ at::Tensor dropout(const at::Tensor& x, double p, const ForwardContext& ctx) {
   return x * keep / (1.0 - p);
 }
 
+at::Tensor LinearBase::dense_weight(at::ScalarType dtype) const {
+  if (q4) return ops::dequantize_4bit(*q4, dtype);
+  if (q8) return ops::dequantize_int8(*q8, dtype);
+  return weight.to(dtype);
+}
+
+void quantize_base_4bit(LinearBase& base, ops::QuantType type, int64_t blocksize, bool double_quant,
+                        at::ScalarType compute_dtype) {
+  if (base.quantized()) return;
+  at::NoGradGuard no_grad;
+  base.q4 =
+      std::make_shared<ops::QuantState4bit>(ops::quantize_4bit(base.weight, type, blocksize, double_quant));
+  base.q4->dtype = compute_dtype;  // bnb's quant_state.dtype: what dequantize returns
+  base.compute_dtype = compute_dtype;
+  if (base.bias.defined()) base.bias = base.bias.to(compute_dtype);
+  base.weight = at::Tensor();
+}
+
+void quantize_base_int8(LinearBase& base, at::ScalarType compute_dtype, double threshold) {
+  if (base.quantized()) return;
+  at::NoGradGuard no_grad;
+  base.q8 = std::make_shared<ops::Int8Weight>(ops::quantize_int8(base.weight));
+  base.compute_dtype = compute_dtype;
+  base.int8_threshold = threshold;
+  if (base.bias.defined()) base.bias = base.bias.to(compute_dtype);
+  base.weight = at::Tensor();
+}
+
+namespace {
+
+// The base projection: dense at::linear, or the bitsandbytes matmul of a quantized weight in the compute
+// dtype (bnb casts the input to compute_dtype and returns that dtype).
+at::Tensor base_forward(const at::Tensor& x, const LinearBase& base, const ForwardContext& ctx) {
+  if (base.q4) return ops::matmul_4bit(x.to(base.compute_dtype), *base.q4, base.bias);
+  if (base.q8) {
+    const at::Tensor xc = x.to(base.compute_dtype);
+    // Training (and any autograd) uses the dequantize-then-matmul path bnb runs on CPU in training mode.
+    if (ctx.training || base.int8_threshold <= 0.0 || x.requires_grad())
+      return ops::matmul_int8(xc, *base.q8, base.bias);
+    return ops::matmul_int8_lt(xc, *base.q8, base.bias, base.int8_threshold);
+  }
+  return at::linear(x, base.weight, base.bias);
+}
+
+}  // namespace
+
 at::Tensor lora_linear(const at::Tensor& x, const Linear& layer, const ForwardContext& ctx) {
-  at::Tensor y = at::linear(x, layer.base.weight, layer.base.bias);
+  at::Tensor y = base_forward(x, layer.base, ctx);
   const LoraAdapter& a = layer.lora;
   if (!a.defined() || !a.enabled || a.merged) return y;
   // PEFT casts the adapter input to lora_A's dtype and adds the scaled low-rank term.
@@ -29,9 +75,18 @@ at::Tensor lora_delta_weight(const LoraAdapter& adapter, at::ScalarType dtype) {
   return delta.to(dtype);
 }
 
+// A quantized base becomes dense (compute dtype) so that the delta can be added exactly.
+static void densify(LinearBase& base) {
+  if (!base.quantized()) return;
+  base.weight = base.dense_weight(base.compute_dtype);
+  base.q4.reset();
+  base.q8.reset();
+}
+
 void merge_adapter(Linear& layer) {
   if (!layer.lora.defined() || layer.lora.merged) return;
   at::NoGradGuard no_grad;
+  densify(layer.base);
   layer.base.weight.add_(lora_delta_weight(layer.lora, layer.base.weight.scalar_type()));
   layer.lora.merged = true;
 }
@@ -39,6 +94,7 @@ void merge_adapter(Linear& layer) {
 void unmerge_adapter(Linear& layer) {
   if (!layer.lora.defined() || !layer.lora.merged) return;
   at::NoGradGuard no_grad;
+  densify(layer.base);
   layer.base.weight.sub_(lora_delta_weight(layer.lora, layer.base.weight.scalar_type()));
   layer.lora.merged = false;
 }

@@ -169,7 +169,7 @@ LoraSummary load_adapter(PeftModelView& view, const std::string& dir, const Load
         t.key.find(".lora_A.") != std::string::npos || t.key.find(".lora_B.") != std::string::npos;
     const at::ScalarType dtype = is_lora ? at::kFloat : t.tensor->scalar_type();
     at::Device device = t.tensor->device();
-    if (is_lora) device = view.linear(t.key.substr(0, t.key.rfind(".lora_")))->base.weight.device();
+    if (is_lora) device = view.linear(t.key.substr(0, t.key.rfind(".lora_")))->base.device();
     *t.tensor = value.to(device, dtype).clone();
     used.insert(key);
   }

@@ -161,10 +161,13 @@ std::vector<AdapterTensor> adapter_tensors(const PeftModelView& view, const Lora
 void set_trainable(PeftModelView& view, LoraSummary& s, bool trainable) {
   s.all_params = 0;
   for (auto& [name, tensor] : view.parameters) {
+    if (!tensor->defined()) continue;  // a quantized weight: counted below from its linear
     tensor->requires_grad_(false);
     s.all_params += tensor->numel();
     if (inside_any(module_of(name), s.modules_to_save)) s.all_params += tensor->numel();  // PEFT's copy
   }
+  for (const auto& [name, linear] : view.linears)
+    if (linear->base.quantized()) s.all_params += linear->base.in_features() * linear->base.out_features();
   for (const std::string& m : s.adapted) {
     nn::Linear* l = view.linear(m);
     s.all_params += l->lora.A.numel() + l->lora.B.numel();
@@ -212,8 +215,8 @@ LoraSummary attach_lora(PeftModelView& view, const LoraConfig& config, uint64_t 
       const double bound = 1.0 / std::sqrt(static_cast<double>(R));
       a.B.uniform_(-bound, bound, gen);
     }
-    a.A = a.A.to(l->base.weight.device());
-    a.B = a.B.to(l->base.weight.device());
+    a.A = a.A.to(l->base.device());
+    a.B = a.B.to(l->base.device());
     a.scaling = scaling_for(s.config, module);
     a.dropout = s.config.lora_dropout;
   }
@@ -227,7 +230,8 @@ void merge_and_unload(PeftModelView& view) {
     nn::merge_adapter(*linear);
     linear->lora = nn::LoraAdapter{};
   }
-  for (auto& [name, tensor] : view.parameters) tensor->requires_grad_(false);
+  for (auto& [name, tensor] : view.parameters)
+    if (tensor->defined()) tensor->requires_grad_(false);
 }
 
 }  // namespace qlora::peft

@@ -7,17 +7,36 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
+
+#include "qlora/ops/int8.h"
+#include "qlora/ops/quantize.h"
 
 namespace qlora::nn {
 
-// Base weights of a projection, as nn.Linear stores them.
+// Base weights of a projection, as nn.Linear stores them: dense, or bitsandbytes 4-bit / int8 (then
+// `weight` is undefined and the quantized state holds it; the base never trains).
 struct LinearBase {
-  at::Tensor weight;  // [out, in]
-  at::Tensor bias;    // [out], or undefined when the layer has no bias
-  int64_t in_features() const { return weight.size(1); }
-  int64_t out_features() const { return weight.size(0); }
+  at::Tensor weight;                          // [out, in]; undefined when quantized
+  at::Tensor bias;                            // [out], or undefined when the layer has no bias
+  std::shared_ptr<ops::QuantState4bit> q4;    // Linear4bit (QLoRA)
+  std::shared_ptr<ops::Int8Weight> q8;        // Linear8bitLt
+  at::ScalarType compute_dtype = at::kFloat;  // quantized: dtype of the dequantized matmul
+  double int8_threshold = 0.0;                // quantized int8: LLM.int8 outlier threshold (inference)
+  bool quantized() const { return q4 || q8; }
+  int64_t in_features() const { return q4 ? q4->shape[1] : q8 ? q8->cb.size(1) : weight.size(1); }
+  int64_t out_features() const { return q4 ? q4->shape[0] : q8 ? q8->cb.size(0) : weight.size(0); }
+  at::Device device() const { return q4 ? q4->packed.device() : q8 ? q8->cb.device() : weight.device(); }
+  // The dense weight [out, in] in `dtype` (dequantized when quantized).
+  at::Tensor dense_weight(at::ScalarType dtype) const;
 };
+
+// Replaces a dense base by its 4-bit (bnb Linear4bit, quantize-on-load) or int8 (Int8Params) form and
+// frees the dense weight.
+void quantize_base_4bit(LinearBase& base, ops::QuantType type, int64_t blocksize, bool double_quant,
+                        at::ScalarType compute_dtype);
+void quantize_base_int8(LinearBase& base, at::ScalarType compute_dtype, double threshold);
 
 // A LoRA adapter on one projection (PEFT LoraLayer): out += B(A(dropout(x))) * scaling.
 struct LoraAdapter {
@@ -40,6 +59,7 @@ struct Linear {
 struct ForwardContext {
   bool training = false;                   // enables dropout
   std::optional<at::Generator> generator;  // dropout randomness; default generator when empty
+  bool gradient_checkpointing = false;     // models recompute each block in backward (nn/checkpoint.h)
 };
 
 // y = x W^T + b  (+ B(A(dropout(x))) * scaling when the adapter is defined, enabled, not merged).
@@ -50,7 +70,9 @@ at::Tensor lora_linear(const at::Tensor& x, const Linear& layer, const ForwardCo
 // does on CPU for half types).
 at::Tensor lora_delta_weight(const LoraAdapter& adapter, at::ScalarType dtype);
 
-// Adds / subtracts the delta into the base weight (no autograd) and flips `merged`.
+// Adds / subtracts the delta into the base weight (no autograd) and flips `merged`. A quantized base is
+// dequantized first and stays dense in its compute dtype afterwards (PEFT's default for 4-bit merges:
+// requantizing loses quality); requantize with quantize_base_4bit when memory matters more.
 void merge_adapter(Linear& layer);
 void unmerge_adapter(Linear& layer);
 

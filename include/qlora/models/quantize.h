@@ -1,0 +1,39 @@
+// Quantize-on-load, as transformers' bitsandbytes quantizer does it: every linear projection becomes a
+// 4-bit (Linear4bit) or int8 (Linear8bitLt) base except the output head and the configured skip list
+// (llm_int8_skip_modules); embeddings and norms stay dense.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "qlora/nn/lora_linear.h"
+
+namespace qlora::models {
+
+struct QuantizeOptions {
+  bool load_in_4bit = false;
+  bool load_in_8bit = false;
+  ops::QuantType quant_type = ops::QuantType::kNf4;
+  int64_t blocksize = 64;
+  bool double_quant = true;
+  at::ScalarType compute_dtype = at::kFloat;
+  double int8_threshold = 6.0;
+  // Kept dense: exact module paths or "."-suffixes ("lm_head", "qa_outputs"), plus `output_module`.
+  std::vector<std::string> skip_modules;
+  std::string output_module;  // the model's output embeddings / task head (transformers keeps it dense)
+};
+
+struct QuantizeReport {
+  std::vector<std::string> quantized;  // module paths, model order
+  std::vector<std::string> skipped;
+  int64_t quantized_params = 0;
+  int64_t quantized_bytes = 0;  // packed weights + statistics
+};
+
+// Quantizes `linears` in place (dense weights freed). No-op unless load_in_4bit or load_in_8bit.
+QuantizeReport quantize_linears(const std::vector<std::pair<std::string, nn::Linear*>>& linears,
+                                const QuantizeOptions& options);
+
+}  // namespace qlora::models

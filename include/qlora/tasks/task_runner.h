@@ -1,0 +1,38 @@
+// What every training task shares around the engine: the run config turned into TrainerOptions, the
+// resolved config saved beside the run, metrics.jsonl + TensorBoard events, and the summary JSON.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+
+#include "qlora/config/run_config.h"
+#include "qlora/core/jsonl.h"
+#include "qlora/models/quantize.h"
+#include "qlora/peft/lora_model.h"
+#include "qlora/train/trainer.h"
+
+namespace qlora::tasks {
+
+// The engine's options from the run config's train section.
+train::TrainerOptions trainer_options(const config::RunConfig& config);
+
+// Runs `task` with the run config, writing run_config.json, metrics.jsonl and TensorBoard events in
+// train.output_dir. `describe` adds the task's own figures under "model" in the result.
+Json run_task_training(train::TrainTask& task, const config::RunConfig& config,
+                       const std::string& resume_from, const std::function<Json()>& describe);
+
+// Tokenizer and config files a saved full model needs beside its weights to load on its own.
+void copy_model_side_files(const std::string& from_dir, const std::string& to_dir);
+
+// The run config's quantization section applied to a loaded model (quantize-on-load): 4-bit or int8
+// bases for every linear except the output embeddings, quantization.skip_modules and the
+// adapter.modules_to_save (trained in full, so kept dense; transformers would quantize a QA head and PEFT
+// then fails to train it). Logs what was done; a no-op when neither load_in_4bit nor load_in_8bit.
+models::QuantizeReport apply_quantization(const config::RunConfig& config, peft::PeftModelView& view);
+
+// "fp32" / "bf16" / "fp16" -> dtype; Error otherwise.
+at::ScalarType parse_dtype_name(const std::string& dtype);
+
+}  // namespace qlora::tasks

@@ -1,0 +1,123 @@
+#include "qlora/tasks/task_runner.h"
+
+#include <ATen/ATen.h>
+
+#include "qlora/core/atomic_file.h"
+#include "qlora/core/error.h"
+#include "qlora/core/fs.h"
+#include "qlora/core/log.h"
+#include "qlora/train/metrics_writer.h"
+
+namespace qlora::tasks {
+
+at::ScalarType parse_dtype_name(const std::string& dtype) {
+  if (dtype == "fp32") return at::kFloat;
+  if (dtype == "bf16") return at::kBFloat16;
+  if (dtype == "fp16") return at::kHalf;
+  fail("unknown dtype '" + dtype + "' (fp32, bf16, fp16)");
+}
+
+void copy_model_side_files(const std::string& from_dir, const std::string& to_dir) {
+  static const char* const kFiles[] = {"config.json",
+                                       "generation_config.json",
+                                       "tokenizer_config.json",
+                                       "tokenizer.json",
+                                       "special_tokens_map.json",
+                                       "sentencepiece.bpe.model",
+                                       "spiece.model",
+                                       "tokenizer.model",
+                                       "vocab.txt",
+                                       "vocab.json",
+                                       "merges.txt",
+                                       "added_tokens.json",
+                                       "chat_template.jinja"};
+  for (const char* name : kFiles) {
+    const std::string src = fsys::join(from_dir, name);
+    if (fsys::exists(src)) write_file_atomic(fsys::join(to_dir, name), read_file(src));
+  }
+}
+
+models::QuantizeReport apply_quantization(const config::RunConfig& config, peft::PeftModelView& view) {
+  const auto& q = config.quantization;
+  models::QuantizeOptions o;
+  o.load_in_4bit = q.load_in_4bit;
+  o.load_in_8bit = q.load_in_8bit;
+  o.quant_type = ops::parse_quant_type(q.quant_type, "config key 'quantization.quant_type'");
+  o.blocksize = q.blocksize;
+  o.double_quant = q.double_quant;
+  o.compute_dtype = parse_dtype_name(q.compute_dtype);
+  o.int8_threshold = q.int8_threshold;
+  o.skip_modules = q.skip_modules;
+  if (config.adapter.type == "lora")
+    o.skip_modules.insert(o.skip_modules.end(), config.adapter.modules_to_save.begin(),
+                          config.adapter.modules_to_save.end());
+  o.output_module = view.output_embeddings;
+  if (!o.load_in_4bit && !o.load_in_8bit) return {};
+  if (config.adapter.type == "full")
+    fail("config key 'quantization': a quantized base cannot be fully fine-tuned");
+  auto report = models::quantize_linears(view.linears, o);
+  log::info(
+      "quantized " + std::to_string(report.quantized.size()) + " linear layers to " +
+      (o.load_in_4bit ? q.quant_type + (q.double_quant ? " + double quant" : "") : std::string("int8")) +
+      ": " + std::to_string(report.quantized_params) + " parameters in " +
+      std::to_string(report.quantized_bytes) +
+      " bytes; kept dense: " + std::to_string(report.skipped.size()));
+  return report;
+}
+
+train::TrainerOptions trainer_options(const config::RunConfig& config) {
+  train::TrainerOptions o;
+  const auto& t = config.train;
+  o.output_dir = t.output_dir;
+  o.epochs = t.epochs;
+  o.max_steps = t.max_steps;
+  o.micro_batch_size = t.micro_batch_size;
+  o.gradient_accumulation_steps = t.gradient_accumulation_steps;
+  o.learning_rate = t.learning_rate;
+  o.weight_decay = t.weight_decay;
+  o.adam_beta1 = t.adam_beta1;
+  o.adam_beta2 = t.adam_beta2;
+  o.adam_epsilon = t.adam_epsilon;
+  o.lr_scheduler = t.lr_scheduler;
+  o.warmup_steps = t.warmup_steps;
+  o.warmup_ratio = t.warmup_ratio;
+  o.max_grad_norm = t.max_grad_norm;
+  o.seed = t.seed;
+  o.logging_steps = t.logging_steps;
+  o.eval_steps = t.eval_steps;
+  o.save_steps = t.save_steps;
+  o.save_total_limit = t.save_total_limit;
+  o.metric_for_best = t.metric_for_best;
+  o.early_stopping_patience = t.early_stopping_patience;
+  return o;
+}
+
+Json run_task_training(train::TrainTask& task, const config::RunConfig& config,
+                       const std::string& resume_from, const std::function<Json()>& describe) {
+  const train::TrainerOptions o = trainer_options(config);
+  fsys::create_directories(o.output_dir);
+  config::RunConfig copy = config;
+  write_file_atomic(fsys::join(o.output_dir, "run_config.json"),
+                    config::bind_schema(copy).to_json().dump(2) + "\n");
+  train::MetricsWriter writer(o.output_dir);
+  const auto sink = [&writer](const Json& record) {
+    train::MetricValues values;
+    for (const auto& [key, value] : record.items()) {
+      if (key == "step" || key == "epoch" || key == "split" || !value.is_number()) continue;
+      values.emplace_back(key, value.get<double>());
+    }
+    const auto split = record["split"] == "eval" ? train::Split::kEval : train::Split::kTrain;
+    writer.log(split, record["step"].get<int64_t>(), record["epoch"].get<double>(), values);
+    if (split == train::Split::kEval)
+      log::info("eval at step " + record["step"].dump() + ": " + record.dump());
+  };
+  const auto summary = train::run_training(task, o, resume_from, sink);
+  writer.close();
+  Json out = summary.to_json();
+  if (describe) out["model"] = describe();
+  out["metrics_file"] = writer.metrics_path();
+  out["tensorboard_file"] = writer.event_path();
+  return out;
+}
+
+}  // namespace qlora::tasks
