@@ -18,7 +18,9 @@ struct Linear;
 }
 namespace qlora::models {
 struct EncoderModel;
-}
+struct T5Model;
+class CausalLM;
+}  // namespace qlora::models
 
 namespace qlora::peft {
 
@@ -38,6 +40,11 @@ struct PeftModelView {
 
 // The view of an encoder model (its canonical names mapped through hf_module_name).
 PeftModelView peft_view(models::EncoderModel& model);
+// The view of a T5 / mT5 model as T5ForConditionalGeneration / MT5ForConditionalGeneration.
+PeftModelView peft_view(models::T5Model& model);
+// The view of a decoder (src/peft/causal_lm_view.cpp): HF names as the model lists them, lm_head as output
+// embeddings, base_model_class = hf_class_name().
+PeftModelView peft_view(models::CausalLM& model);
 
 // A trainable (or adapter-file) tensor by the key PEFT saves it under, without kPeftKeyPrefix:
 // "roberta.encoder.layer.0.attention.self.query.lora_A.weight", "qa_outputs.weight".
