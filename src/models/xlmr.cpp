@@ -13,6 +13,7 @@
 #include "qlora/io/checkpoint.h"
 #include "qlora/models/encoder.h"
 #include "qlora/nn/attention.h"
+#include "qlora/nn/checkpoint.h"
 
 namespace qlora::models {
 namespace {
@@ -333,16 +334,21 @@ at::Tensor encode(const EncoderModel& model, const EncoderInputs& inputs, const 
 
   const at::Tensor bias = nn::padding_mask_bias(mask, x.scalar_type());  // [B, 1, 1, T]
   for (const EncoderLayer& L : model.layers) {
-    const at::Tensor q = nn::split_heads(nn::lora_linear(x, L.query, ctx), c.num_heads);  // [B, H, T, D]
-    const at::Tensor k = nn::split_heads(nn::lora_linear(x, L.key, ctx), c.num_heads);
-    const at::Tensor v = nn::split_heads(nn::lora_linear(x, L.value, ctx), c.num_heads);
-    const at::Tensor a = nn::merge_heads(nn::eager_attention(q, k, v, bias, c.attention_dropout, ctx));
-    const at::Tensor h =
-        nn::layer_norm(nn::dropout(nn::lora_linear(a, L.attention_output, ctx), c.hidden_dropout, ctx) + x,
-                       L.attention_norm);
-    const at::Tensor f = nn::activate(nn::lora_linear(h, L.intermediate, ctx), c.hidden_act);  // [B, T, I]
-    x = nn::layer_norm(nn::dropout(nn::lora_linear(f, L.output, ctx), c.hidden_dropout, ctx) + h,
-                       L.output_norm);
+    // One layer: x [B, T, C] -> [B, T, C]. `bias` is derived from the mask and needs no gradient.
+    const auto layer = [&L, &c, bias, ctx](const at::Tensor& x) {
+      const at::Tensor q = nn::split_heads(nn::lora_linear(x, L.query, ctx), c.num_heads);  // [B, H, T, D]
+      const at::Tensor k = nn::split_heads(nn::lora_linear(x, L.key, ctx), c.num_heads);
+      const at::Tensor v = nn::split_heads(nn::lora_linear(x, L.value, ctx), c.num_heads);
+      const at::Tensor a = nn::merge_heads(nn::eager_attention(q, k, v, bias, c.attention_dropout, ctx));
+      const at::Tensor h =
+          nn::layer_norm(nn::dropout(nn::lora_linear(a, L.attention_output, ctx), c.hidden_dropout, ctx) + x,
+                         L.attention_norm);
+      const at::Tensor f = nn::activate(nn::lora_linear(h, L.intermediate, ctx), c.hidden_act);  // [B, T, I]
+      return nn::layer_norm(nn::dropout(nn::lora_linear(f, L.output, ctx), c.hidden_dropout, ctx) + h,
+                            L.output_norm);
+    };
+    // The layer (and the model) must outlive the backward pass, as they do in training.
+    x = ctx.gradient_checkpointing ? nn::checkpoint_block(layer, x, ctx) : layer(x);
   }
   return x;
 }

@@ -12,6 +12,7 @@
 #include "qlora/io/checkpoint.h"
 #include "qlora/io/safetensors.h"
 #include "qlora/peft/lora_config.h"
+#include "qlora/tasks/task_runner.h"
 #include "qlora/train/metrics_writer.h"
 
 namespace qlora::tasks {
@@ -142,6 +143,7 @@ QaTrainTask::QaTrainTask(const config::RunConfig& config) : config_(config) {
   if (config_.data.train_file.empty()) fail("config key 'data.train_file' is required to train");
   qa_ = load_qa_model(config_.model.path, config_.model.tokenizer, "", config_.model.dtype);
   for (const auto& p : qa_.view.parameters) total_params_ += p.second->numel();
+  apply_quantization(config_, qa_.view);
 
   if (config_.adapter.type == "lora") {
     if (!config_.adapter.resume_adapter.empty()) {
@@ -280,6 +282,9 @@ Json run_qa_training(const config::RunConfig& config, const std::string& resume_
   o.save_total_limit = t.save_total_limit;
   o.metric_for_best = t.metric_for_best;
   o.early_stopping_patience = t.early_stopping_patience;
+  o.gradient_checkpointing = t.gradient_checkpointing;
+  o.mixed_precision = t.mixed_precision;
+  o.optim = t.optim;
 
   fsys::create_directories(o.output_dir);
   config::RunConfig copy = config;

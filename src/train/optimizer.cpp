@@ -4,47 +4,117 @@
 
 #include <cmath>
 #include <map>
+#include <type_traits>
 
 #include "qlora/core/error.h"
+#include "qlora/train/adamw8bit.h"
 
 namespace qlora::train {
+
+AdamWOptions adamw_variant(const std::string& optim, AdamWOptions base) {
+  if (optim == "adamw_torch") return base;
+  if (optim == "paged_adamw_32bit") {
+    base.offload_states = true;
+    return base;
+  }
+  if (optim == "adamw_8bit" || optim == "paged_adamw_8bit") {
+    base.eight_bit = true;
+    base.offload_states = optim == "paged_adamw_8bit";
+    return base;
+  }
+  fail("train.optim '" + optim +
+       "' is not one of adamw_torch, paged_adamw_32bit, adamw_8bit, paged_adamw_8bit");
+}
 
 AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
     : groups_(std::move(groups)), options_(options) {
   for (const auto& g : groups_) {
     if (g.names.size() != g.params.size()) fail("AdamW: every parameter needs a name");
-    std::vector<Moments> m;
+    std::vector<Moments> moments;
     for (const auto& p : g.params) {
-      m.push_back(
-          {at::zeros_like(p, at::MemoryFormat::Preserve), at::zeros_like(p, at::MemoryFormat::Preserve)});
+      // Offloaded states live on the host whatever the parameter's device.
+      const at::TensorOptions where = options_.offload_states ? p.options().device(at::kCPU) : p.options();
+      Moments m;
+      if (options_.eight_bit && p.numel() >= options_.min_8bit_size) {
+        const int64_t blocks = (p.numel() + kBnbBlockSize - 1) / kBnbBlockSize;
+        m.state1 = at::zeros(p.sizes(), where.dtype(at::kByte));
+        m.state2 = at::zeros(p.sizes(), where.dtype(at::kByte));
+        m.absmax1 = at::zeros({blocks}, where.dtype(at::kFloat));
+        m.absmax2 = at::zeros({blocks}, where.dtype(at::kFloat));
+      } else {
+        m.exp_avg = at::zeros(p.sizes(), where);
+        m.exp_avg_sq = at::zeros(p.sizes(), where);
+      }
+      moments.push_back(std::move(m));
     }
-    moments_.push_back(std::move(m));
+    moments_.push_back(std::move(moments));
   }
 }
 
 void AdamW::step(double lr) {
   at::NoGradGuard no_grad;
   ++step_;
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    auto& g = groups_[gi];
+    for (size_t pi = 0; pi < g.params.size(); ++pi) {
+      at::Tensor& p = g.params[pi];
+      const at::Tensor& grad = p.grad();
+      if (!grad.defined()) continue;
+      Moments& stored = moments_[gi][pi];
+      // Paged: bring this parameter's states to its device for the update, then write them back.
+      const bool stream = options_.offload_states && p.device() != at::Device(at::kCPU);
+      Moments m = stored;
+      if (stream) {
+        for (at::Tensor* t : {&m.exp_avg, &m.exp_avg_sq, &m.state1, &m.state2, &m.absmax1, &m.absmax2}) {
+          if (t->defined()) *t = t->to(p.device(), /*non_blocking=*/false, /*copy=*/true);
+        }
+      }
+      if (m.quantized()) {
+        step_8bit(p, grad, m, lr, g.weight_decay);
+      } else {
+        step_32bit(p, grad, m, lr, g.weight_decay);
+      }
+      if (stream || m.quantized()) {  // 8-bit updates produce new code tensors
+        for (auto [from, to] : {std::pair{&m.exp_avg, &stored.exp_avg},
+                                {&m.exp_avg_sq, &stored.exp_avg_sq},
+                                {&m.state1, &stored.state1},
+                                {&m.state2, &stored.state2},
+                                {&m.absmax1, &stored.absmax1},
+                                {&m.absmax2, &stored.absmax2}}) {
+          if (from->defined() && !from->is_same(*to)) to->copy_(*from);
+        }
+      }
+    }
+  }
+}
+
+void AdamW::step_32bit(at::Tensor& p, const at::Tensor& grad, Moments& m, double lr, double weight_decay) {
+  if (options_.eight_bit) {  // bnb keeps small parameters on its own 32-bit kernel
+    adam_update_32bit_bnb(p, grad, m.exp_avg, m.exp_avg_sq,
+                          {lr, options_.beta1, options_.beta2, options_.eps, weight_decay, step_});
+    return;
+  }
   const double b1 = options_.beta1, b2 = options_.beta2;
   // The same operation order as torch.optim.adamw._single_tensor_adamw, so results match bitwise.
   const double bias_correction1 = 1.0 - std::pow(b1, static_cast<double>(step_));
   const double bias_correction2 = 1.0 - std::pow(b2, static_cast<double>(step_));
   const double step_size = lr / bias_correction1;
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
-  for (size_t gi = 0; gi < groups_.size(); ++gi) {
-    const auto& g = groups_[gi];
-    for (size_t pi = 0; pi < g.params.size(); ++pi) {
-      at::Tensor p = g.params[pi];
-      const at::Tensor& grad = p.grad();
-      if (!grad.defined()) continue;
-      auto& m = moments_[gi][pi];
-      p.mul_(1.0 - lr * g.weight_decay);
-      m.exp_avg.lerp_(grad, 1.0 - b1);
-      m.exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1.0 - b2);
-      const at::Tensor denom = (m.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(options_.eps);
-      p.addcdiv_(m.exp_avg, denom, -step_size);
-    }
-  }
+  p.mul_(1.0 - lr * weight_decay);
+  m.exp_avg.lerp_(grad, 1.0 - b1);
+  m.exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1.0 - b2);
+  const at::Tensor denom = (m.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(options_.eps);
+  p.addcdiv_(m.exp_avg, denom, -step_size);
+}
+
+void AdamW::step_8bit(at::Tensor& p, const at::Tensor& grad, Moments& m, double lr, double weight_decay) {
+  BlockwiseCodes s1{m.state1, m.absmax1}, s2{m.state2, m.absmax2};
+  adam_update_8bit_blockwise(p, grad, s1, s2,
+                             {lr, options_.beta1, options_.beta2, options_.eps, weight_decay, step_});
+  m.state1 = s1.codes;
+  m.absmax1 = s1.absmax;
+  m.state2 = s2.codes;
+  m.absmax2 = s2.absmax;
 }
 
 void AdamW::zero_grad() {
@@ -55,12 +125,29 @@ void AdamW::zero_grad() {
   }
 }
 
+namespace {
+// (suffix, slot) of each state tensor of one parameter, in checkpoint order.
+template <typename M>
+auto state_slots(M& m) {
+  using T = std::conditional_t<std::is_const_v<M>, const at::Tensor*, at::Tensor*>;
+  std::vector<std::pair<std::string, T>> out;
+  if (m.quantized()) {
+    out = {
+        {".state1", &m.state1}, {".state2", &m.state2}, {".absmax1", &m.absmax1}, {".absmax2", &m.absmax2}};
+  } else {
+    out = {{".exp_avg", &m.exp_avg}, {".exp_avg_sq", &m.exp_avg_sq}};
+  }
+  return out;
+}
+}  // namespace
+
 std::vector<std::pair<std::string, at::Tensor>> AdamW::state() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     for (size_t pi = 0; pi < groups_[gi].params.size(); ++pi) {
-      out.emplace_back(groups_[gi].names[pi] + ".exp_avg", moments_[gi][pi].exp_avg);
-      out.emplace_back(groups_[gi].names[pi] + ".exp_avg_sq", moments_[gi][pi].exp_avg_sq);
+      for (const auto& [suffix, slot] : state_slots(moments_[gi][pi])) {
+        out.emplace_back(groups_[gi].names[pi] + suffix, *slot);
+      }
     }
   }
   return out;
@@ -72,12 +159,15 @@ void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& st
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     for (size_t pi = 0; pi < groups_[gi].params.size(); ++pi) {
       const std::string& name = groups_[gi].names[pi];
-      for (auto [suffix, target] : {std::pair{".exp_avg", &moments_[gi][pi].exp_avg},
-                                    std::pair{".exp_avg_sq", &moments_[gi][pi].exp_avg_sq}}) {
+      for (auto [suffix, target] : state_slots(moments_[gi][pi])) {
         const auto it = by_name.find(name + suffix);
-        if (it == by_name.end()) fail("optimizer state lacks '" + name + suffix + "'");
-        if (!it->second.sizes().equals(target->sizes())) {
-          fail("optimizer state '" + name + suffix + "' does not have the parameter's shape");
+        if (it == by_name.end()) {
+          fail("optimizer state lacks '" + name + suffix +
+               "' (was the checkpoint written with another train.optim?)");
+        }
+        if (!it->second.sizes().equals(target->sizes()) ||
+            it->second.scalar_type() != target->scalar_type()) {
+          fail("optimizer state '" + name + suffix + "' does not have the expected shape and dtype");
         }
         target->copy_(it->second);
       }

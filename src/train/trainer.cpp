@@ -2,12 +2,15 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <c10/core/CachingDeviceAllocator.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "qlora/core/atomic_file.h"
@@ -17,6 +20,7 @@
 #include "qlora/core/progress.h"
 #include "qlora/data/split.h"
 #include "qlora/io/safetensors.h"
+#include "qlora/train/loss_scaler.h"
 #include "qlora/train/optimizer.h"
 #include "qlora/train/schedule.h"
 
@@ -27,6 +31,7 @@ namespace {
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kRngFile = "rng_state.safetensors";
+constexpr const char* kScalerFile = "scaler.safetensors";
 
 // Where the run is; saved in trainer_state.json so a resumed run continues at the same sample.
 struct RunState {
@@ -37,6 +42,7 @@ struct RunState {
   int64_t best_step = -1;
   std::string best_checkpoint;
   int64_t evals_without_improvement = 0;
+  int64_t skipped_steps = 0;  // fp16 overflow steps: the lr schedule did not advance on them
 };
 
 struct Plan {
@@ -53,7 +59,40 @@ void check_options(const TrainerOptions& o) {
   if (o.gradient_accumulation_steps <= 0) fail("train.gradient_accumulation_steps must be positive");
   if (o.max_steps <= 0 && o.epochs <= 0) fail("train.epochs must be positive unless train.max_steps is set");
   if (o.logging_steps <= 0) fail("train.logging_steps must be positive");
+  if (o.mixed_precision != "no" && o.mixed_precision != "fp16" && o.mixed_precision != "bf16") {
+    fail("train.mixed_precision '" + o.mixed_precision + "' is not one of no, fp16, bf16");
+  }
+  adamw_variant(o.optim, {});  // rejects an unknown train.optim before any work
 }
+
+// Autocast for the forward passes (torch.autocast(device_type, dtype) enter / exit); inactive when
+// `dtype` is undefined (no mixed precision). Trainable parameters stay float32: master weights.
+class AutocastRegion {
+ public:
+  AutocastRegion(at::DeviceType device, std::optional<at::ScalarType> dtype)
+      : device_(device), active_(dtype) {
+    if (!active_) return;
+    was_enabled_ = at::autocast::is_autocast_enabled(device_);
+    was_dtype_ = at::autocast::get_autocast_dtype(device_);
+    at::autocast::set_autocast_enabled(device_, true);
+    at::autocast::set_autocast_dtype(device_, *dtype);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastRegion() {
+    if (!active_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(device_, was_enabled_);
+    at::autocast::set_autocast_dtype(device_, was_dtype_);
+  }
+  AutocastRegion(const AutocastRegion&) = delete;
+  AutocastRegion& operator=(const AutocastRegion&) = delete;
+
+ private:
+  at::DeviceType device_;
+  bool active_;
+  bool was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kFloat;
+};
 
 Plan make_plan(const TrainerOptions& o, int64_t samples) {
   if (samples <= 0) fail("the training set is empty");
@@ -100,6 +139,7 @@ Json state_to_json(const RunState& s, const Plan& p, const TrainerOptions& o) {
       {"best_step", s.best_step},
       {"best_checkpoint", s.best_checkpoint},
       {"evals_without_improvement", s.evals_without_improvement},
+      {"skipped_steps", s.skipped_steps},
       {"total_steps", p.total_steps},
       {"samples", p.samples},
       {"micro_batch_size", o.micro_batch_size},
@@ -129,6 +169,7 @@ RunState state_from_json(const Json& j, const std::string& path, const Plan& p, 
     s.best_step = j.at("best_step").get<int64_t>();
     s.best_checkpoint = j.at("best_checkpoint").get<std::string>();
     s.evals_without_improvement = j.at("evals_without_improvement").get<int64_t>();
+    s.skipped_steps = j.value("skipped_steps", int64_t{0});  // absent before mixed precision existed
   } catch (const nlohmann::json::exception& e) {
     fail(path + ": malformed trainer state: " + e.what());
   }
@@ -160,7 +201,21 @@ class Trainer {
     ao.eps = o_.adam_epsilon;
     optimizer_ = std::make_unique<AdamW>(std::vector<ParamGroup>{{decay_names, decay_params, o_.weight_decay},
                                                                  {plain_names, plain_params, 0.0}},
-                                         ao);
+                                         adamw_variant(o_.optim, ao));
+    for (const auto& p : all_params_) {
+      if (p.scalar_type() != at::kFloat && o_.mixed_precision != "no") {
+        fail("train.mixed_precision needs float32 trainable parameters (master weights); one is " +
+             std::string(c10::toString(p.scalar_type())));
+      }
+    }
+    device_type_ = all_params_.front().device().type();
+    device_index_ = all_params_.front().device().index();
+    if (o_.mixed_precision == "fp16") {
+      autocast_dtype_ = at::kHalf;
+      scaler_ = std::make_unique<DynamicLossScaler>();
+    } else if (o_.mixed_precision == "bf16") {
+      autocast_dtype_ = at::kBFloat16;
+    }
     generator_ = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(o_.seed));
     state_.best_metric = lower_is_better(o_.metric_for_best) ? INFINITY : -INFINITY;
   }
@@ -174,14 +229,25 @@ class Trainer {
     const auto opt = SafetensorsFile::open(fsys::join(dir, kOptimizerFile));
     std::vector<std::pair<std::string, at::Tensor>> moments;
     for (const auto& name : opt.names()) moments.emplace_back(name, opt.tensor(name));
-    optimizer_->load_state(moments, state_.global_step);
+    // Skipped (fp16 overflow) steps did not step the optimizer: its bias corrections count the rest.
+    optimizer_->load_state(moments, state_.global_step - state_.skipped_steps);
     const auto rng = SafetensorsFile::open(fsys::join(dir, kRngFile));
     generator_.set_state(rng.tensor("cpu").clone());
+    if (scaler_) {
+      const std::string path = fsys::join(dir, kScalerFile);
+      if (!fsys::exists(path))
+        fail(dir + ": no " + std::string(kScalerFile) + " to resume fp16 training from");
+      const auto file = SafetensorsFile::open(path);
+      std::vector<std::pair<std::string, at::Tensor>> saved;
+      for (const auto& name : file.names()) saved.emplace_back(name, file.tensor(name));
+      scaler_->load_state(saved);
+    }
     log::info("resumed from " + dir + " at step " + std::to_string(state_.global_step));
   }
 
   TrainSummary run() {
     fsys::create_directories(o_.output_dir);
+    if (device_type_ == at::kCUDA) c10::getDeviceAllocator(at::kCUDA)->resetPeakStats(device_index_);
     const auto start = std::chrono::steady_clock::now();
     Progress progress("train", plan_.total_steps);
     double window_loss = 0;
@@ -207,18 +273,34 @@ class Trainer {
           nn::ForwardContext ctx;
           ctx.training = true;
           ctx.generator = generator_;
-          const MicroBatchLoss out = task_.train_loss(indices, ctx);
-          (out.loss / static_cast<double>(window)).backward();
+          ctx.gradient_checkpointing = o_.gradient_checkpointing;
+          MicroBatchLoss out;
+          {
+            AutocastRegion autocast(device_type_, autocast_dtype_);
+            out = task_.train_loss(indices, ctx);
+          }
+          const at::Tensor loss = out.loss / static_cast<double>(window);
+          (scaler_ ? scaler_->scale(loss) : loss).backward();
           step_loss += out.loss.item<double>() / static_cast<double>(window);
           window_tokens += out.tokens;
           window_samples += static_cast<int64_t>(indices.size());
         }
         state_.micro_in_epoch += window;
+        // fp16: unscale before clipping; an inf/nan gradient skips the optimizer step and, as in
+        // transformers' Trainer (optimizer_step_was_skipped), the scheduler step.
+        const bool overflow = scaler_ && scaler_->unscale(all_params_);
         const double grad_norm = o_.max_grad_norm > 0 ? clip_grad_norm(all_params_, o_.max_grad_norm) : NAN;
         const double lr =
-            o_.learning_rate *
-            lr_factor({o_.lr_scheduler, plan_.total_steps, plan_.warmup_steps}, state_.global_step);
-        optimizer_->step(lr);
+            o_.learning_rate * lr_factor({o_.lr_scheduler, plan_.total_steps, plan_.warmup_steps},
+                                         state_.global_step - state_.skipped_steps);
+        if (overflow) {
+          ++state_.skipped_steps;
+          log::debug("step " + std::to_string(state_.global_step + 1) + ": inf/nan gradients at loss scale " +
+                     std::to_string(scaler_->scale_value()) + ", optimizer step skipped");
+        } else {
+          optimizer_->step(lr);
+        }
+        if (scaler_) scaler_->update();
         optimizer_->zero_grad();
         ++state_.global_step;
         window_loss += step_loss;
@@ -246,6 +328,10 @@ class Trainer {
                       {"grad_norm", grad_norm},
                       {"tokens_per_second", secs > 0 ? window_tokens / secs : 0.0},
                       {"samples_per_second", secs > 0 ? window_samples / secs : 0.0}};
+          if (scaler_) {
+            rec["loss_scale"] = scaler_->scale_value();
+            rec["skipped_steps"] = state_.skipped_steps;
+          }
           emit(rec);
           window_loss = 0;
           window_steps = window_tokens = window_samples = 0;
@@ -289,6 +375,13 @@ class Trainer {
     summary.stopped_early = stopped_early_;
     summary.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     summary.peak_rss_bytes = peak_rss_bytes();
+    summary.skipped_steps = state_.skipped_steps;
+    if (device_type_ == at::kCUDA) {
+      // The device-generic allocator interface: no CUDA headers, so this builds with QLORA_CUDA=OFF.
+      const auto stats = c10::getDeviceAllocator(at::kCUDA)->getDeviceStats(device_index_);
+      summary.peak_cuda_allocated_bytes =
+          stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+    }
     summary.trainable_parameters = trainable_count_;
     write_file_atomic(fsys::join(o_.output_dir, "run_summary.json"), summary.to_json().dump(2) + "\n");
     return summary;
@@ -304,6 +397,7 @@ class Trainer {
     Json metrics;
     {
       at::NoGradGuard no_grad;
+      AutocastRegion autocast(device_type_, autocast_dtype_);  // HF evaluates under autocast too
       metrics = task_.evaluate();
     }
     if (metrics.empty()) return false;
@@ -339,6 +433,7 @@ class Trainer {
     task_.save_model(tmp);
     save_safetensors(fsys::join(tmp, kOptimizerFile), optimizer_->state());
     save_safetensors(fsys::join(tmp, kRngFile), {{"cpu", generator_.get_state()}});
+    if (scaler_) save_safetensors(fsys::join(tmp, kScalerFile), scaler_->state());
     write_file_atomic(fsys::join(tmp, kStateFile), state_to_json(state_, plan_, o_).dump(2) + "\n");
     fsys::remove_all(final_dir);
     fsys::rename_path(tmp, final_dir);
@@ -368,6 +463,10 @@ class Trainer {
   RunState state_;
   std::vector<at::Tensor> all_params_;
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<DynamicLossScaler> scaler_;  // fp16 only
+  at::DeviceType device_type_ = at::kCPU;      // of the trainable parameters: where autocast applies
+  c10::DeviceIndex device_index_ = -1;
+  std::optional<at::ScalarType> autocast_dtype_;
   at::Generator generator_;
   int64_t trainable_count_ = 0;
   double last_loss_ = NAN;
@@ -388,6 +487,8 @@ Json TrainSummary::to_json() const {
               {"stopped_early", stopped_early},
               {"train_seconds", train_seconds},
               {"peak_rss_bytes", peak_rss_bytes},
+              {"peak_cuda_allocated_bytes", peak_cuda_allocated_bytes},
+              {"skipped_steps", skipped_steps},
               {"trainable_parameters", trainable_parameters}};
 }
 

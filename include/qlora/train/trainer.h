@@ -1,7 +1,9 @@
 // The training engine shared by every model family: epochs or max_steps over a seeded sample
 // order, micro batches with gradient accumulation, AdamW with warmup + linear/cosine/constant
 // schedules, clipping, periodic evaluation, best-checkpoint tracking, early stopping, atomic
-// checkpoints and exact resume. Families plug in through TrainTask.
+// checkpoints and exact resume. Families plug in through TrainTask. Memory features: gradient
+// checkpointing (through ForwardContext), fp16/bf16 autocast with fp32 master weights and dynamic
+// loss scaling (loss_scaler.h), host-offloaded and 8-bit AdamW states (optimizer.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -62,6 +64,10 @@ struct TrainerOptions {
   std::string metric_for_best = "loss";
   int64_t early_stopping_patience = 0;
   bool show_progress = true;
+  // Memory features (transformers' gradient_checkpointing / fp16 / bf16 / optim).
+  bool gradient_checkpointing = false;  // sets ForwardContext::gradient_checkpointing for train_loss
+  std::string mixed_precision = "no";   // no, fp16 (autocast + dynamic loss scaling), bf16 (autocast)
+  std::string optim = "adamw_torch";    // adamw_torch, paged_adamw_32bit, adamw_8bit, paged_adamw_8bit
 };
 
 struct TrainSummary {
@@ -76,6 +82,8 @@ struct TrainSummary {
   bool stopped_early = false;
   double train_seconds = 0;
   int64_t peak_rss_bytes = 0;
+  int64_t peak_cuda_allocated_bytes = -1;  // -1: not trained on CUDA (or not measurable in this build)
+  int64_t skipped_steps = 0;               // fp16: optimizer steps skipped for inf/nan gradients
   int64_t trainable_parameters = 0;
   Json to_json() const;
 };
