@@ -8,6 +8,8 @@
 #include "qlora/models/model_shape.h"
 #include "qlora/tasks/memory_budget.h"
 #include "qlora/tasks/qa_task.h"
+#include "qlora/tasks/seq2seq_task.h"
+#include "qlora/tasks/sft_task.h"
 
 namespace qlora::cli {
 
@@ -67,8 +69,16 @@ Json run_train(const TrainOptions& opts) {
     result.update(tasks::run_qa_training(cfg, opts.resume));
     return result;
   }
+  if (cfg.task.type == "seq2seq" && family == "t5") {
+    result.update(tasks::run_seq2seq_training(cfg, opts.resume));
+    return result;
+  }
+  if (cfg.task.type == "causal_lm" && (family == "llama" || family == "mpt")) {
+    result.update(tasks::run_sft_training(cfg, opts.resume));
+    return result;
+  }
   fail("task '" + cfg.task.type + "' on a '" + family +
-       "' model is not implemented yet (T5 arrives with issue #5, decoder LLMs with issue #4)");
+       "' model is not supported (qa: xlmr/bert; seq2seq: t5; causal_lm: llama/mpt)");
 }
 
 }  // namespace
@@ -80,7 +90,8 @@ void add_train_command(CLI::App& app, Registry& registry, const GlobalOptions& g
       ->check(CLI::ExistingFile);
   sub->add_option("--set", opts->overrides,
                   "Override a config key: --set train.learning_rate=1e-4 (repeatable)");
-  sub->add_flag("--dry-run", opts->dry_run, "Validate the config, print it resolved with a memory budget, and stop");
+  sub->add_flag("--dry-run", opts->dry_run,
+                "Validate the config, print it resolved with a memory budget, and stop");
   sub->add_flag("--list-keys", opts->list_keys, "List every config key with its default and meaning");
   sub->add_option(
       "--resume", opts->resume,

@@ -34,6 +34,7 @@ void add_split_command(CLI::App& app, Registry& registry, const GlobalOptions& g
 void add_train_command(CLI::App& app, Registry& registry, const GlobalOptions& global);
 void add_eval_command(CLI::App& app, Registry& registry, const GlobalOptions& global);
 void add_infer_command(CLI::App& app, Registry& registry, const GlobalOptions& global);
+void add_export_command(CLI::App& app, Registry& registry, const GlobalOptions& global);
 
 // Formats an "Example:" footer for --help.
 std::string example_footer(const std::string& examples);

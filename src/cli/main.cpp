@@ -60,6 +60,7 @@ int run(int argc, char** argv) {
   add_train_command(app, registry, global);
   add_eval_command(app, registry, global);
   add_infer_command(app, registry, global);
+  add_export_command(app, registry, global);
 
   try {
     app.parse(argc, argv);

@@ -35,7 +35,8 @@ struct CausalLmInputs {
   // for generation; right padding for training.
   at::Tensor attention_mask;
   // [B, T] int64 positions of the new tokens (RoPE). Undefined = HF's default: cumsum(mask) - 1 over
-  // the full mask (so left padding does not shift positions), taking the last T.
+  // the full mask (so left padding does not shift positions; pads get 0, as transformers 5.17's
+  // generate), taking the last T; without a mask, arange(S, S + T).
   at::Tensor position_ids;
   // [B, T] int64, training only (no cache): packed samples. Tokens attend only to earlier tokens with
   // the same segment id, and position ids restart at 0 in each segment unless position_ids is given.

@@ -1,0 +1,70 @@
+// Instruction tuning (SFT) of a decoder LLM (LLaMA / Mistral / Qwen2 / MPT): the TrainTask the engine
+// trains with LoRA (PEFT adapters, task_type CAUSAL_LM) or in full, on data::build_sft_dataset samples.
+// Loss: next-token cross-entropy over labels != -100, mean over the micro batch's label tokens (as
+// transformers' ForCausalLMLoss without num_items_in_batch).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qlora/config/run_config.h"
+#include "qlora/core/jsonl.h"
+#include "qlora/data/sft.h"
+#include "qlora/models/causal_lm.h"
+#include "qlora/peft/lora_model.h"
+#include "qlora/tokenizer/tokenizer.h"
+#include "qlora/train/trainer.h"
+
+namespace qlora::tasks {
+
+// A decoder ready to run: tokenizer + model, an adapter attached (not merged) when given.
+struct CausalLmBundle {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<models::CausalLM> model;  // heap: the PEFT view points into it
+  peft::PeftModelView view;
+  peft::LoraSummary adapter;
+  bool has_adapter = false;
+};
+
+// Loads model_dir (+ tokenizer_dir, default model_dir) in `dtype` and, when adapter_dir is set, a PEFT
+// adapter for inference (merge = true folds it into the weights for speed).
+CausalLmBundle load_causal_lm_bundle(const std::string& model_dir, const std::string& tokenizer_dir,
+                                     const std::string& adapter_dir, const std::string& dtype,
+                                     bool merge = false);
+
+// Right-padded batch of SFT samples: input_ids [B, T], attention_mask [B, T], labels [B, T] (-100 on
+// padding), segment_ids [B, T] when the samples are packed rows.
+struct SftBatch {
+  at::Tensor input_ids, attention_mask, labels, segment_ids;
+  int64_t tokens = 0;
+};
+SftBatch collate_sft(const std::vector<const data::SftSample*>& samples, int64_t pad_id);
+
+// Sum of next-token cross-entropy over label tokens, and their count: logits [B, T, V], labels [B, T].
+std::pair<at::Tensor, int64_t> causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels);
+
+class SftTrainTask : public train::TrainTask {
+ public:
+  explicit SftTrainTask(const config::RunConfig& config);
+
+  int64_t num_train_samples() const override { return static_cast<int64_t>(train_.samples.size()); }
+  train::MicroBatchLoss train_loss(const std::vector<size_t>& indices,
+                                   const nn::ForwardContext& ctx) override;
+  Json evaluate() override;  // {"loss", "perplexity", "tokens"}
+  train::NamedTensorRefs trainable_parameters() override;
+  void save_model(const std::string& dir) override;
+  void load_model(const std::string& dir) override;
+  Json describe() const;
+
+ private:
+  config::RunConfig config_;
+  CausalLmBundle lm_;
+  data::SftDataset train_, valid_;
+  int64_t pad_id_ = 0;
+  int64_t total_params_ = 0;
+};
+
+Json run_sft_training(const config::RunConfig& config, const std::string& resume_from);
+
+}  // namespace qlora::tasks
