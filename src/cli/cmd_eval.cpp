@@ -3,6 +3,7 @@
 #include "qlora/core/error.h"
 #include "qlora/core/log.h"
 #include "qlora/eval/qa_files.h"
+#include "qlora/eval/text_metric.h"
 #include "qlora/tasks/qa_task.h"
 
 namespace qlora::cli {
@@ -24,6 +25,14 @@ struct EvalOptions {
   int64_t max_seq_length = 384;
   int64_t doc_stride = 128;
   bool version_2_with_negative = false;
+  // Text metrics (rouge, bleu, chrf).
+  std::string field;             // JSONL: the field of both sides
+  std::string prediction_field;  // JSONL: overrides --field for the predictions
+  std::string reference_field;   // JSONL: overrides --field for the references
+  std::string rouge_tokenizer = "default";
+  bool no_stemmer = false;
+  int chrf_word_order = 0;
+  std::string bleu_tokenize = "13a";
 };
 
 // Runs the model over a prepared MRC file and scores its answers.
@@ -75,24 +84,97 @@ Json run_em_f1(const EvalOptions& opts) {
   return out;
 }
 
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// ROUGE, BLEU or chrF of a predictions file against one or more reference files (plain text, one
+// segment per line, or JSONL with --field).
+Json run_text_metric(const EvalOptions& opts) {
+  if (!opts.model.empty()) {
+    fail("--model is not supported with --metric " + opts.metric + " yet; score a --predictions file");
+  }
+  if (opts.predictions.empty()) fail("--metric " + opts.metric + " needs --predictions");
+  const std::string prediction_field = opts.prediction_field.empty() ? opts.field : opts.prediction_field;
+  const std::string reference_field = opts.reference_field.empty() ? opts.field : opts.reference_field;
+  eval::TextMetricInputs inputs;
+  if (prediction_field.empty() && reference_field.empty()) {
+    if (ends_with(opts.predictions, ".jsonl")) {
+      fail(opts.predictions +
+           " looks like JSONL: pass --field NAME (or --prediction-field and --reference-field)");
+    }
+    if (opts.references.empty())
+      fail("--metric " + opts.metric + " needs --references (one file per reference set)");
+    inputs = eval::read_text_metric_lines(opts.predictions, opts.references);
+  } else {
+    if (prediction_field.empty()) fail("JSONL input needs --prediction-field (or --field) as well");
+    if (reference_field.empty()) fail("JSONL input needs --reference-field (or --field) as well");
+    inputs =
+        eval::read_text_metric_jsonl(opts.predictions, opts.references, prediction_field, reference_field);
+  }
+  eval::TextMetricOptions mo;
+  mo.rouge.tokenizer = eval::parse_rouge_tokenizer(opts.rouge_tokenizer);
+  mo.rouge.use_stemmer = !opts.no_stemmer;
+  mo.chrf.word_order = opts.chrf_word_order;
+  mo.bleu.tokenize = opts.bleu_tokenize;
+  if (opts.metric == "rouge" && mo.rouge.tokenizer == eval::RougeTokenizer::unicode && !opts.no_stemmer) {
+    log::debug("the unicode ROUGE tokenizer never stems; --no-stemmer is implied");
+  }
+  Json out = eval::score_text_metric(opts.metric, inputs.predictions, inputs.references, mo);
+  out["predictions_file"] = opts.predictions;
+  return out;
+}
+
 Json run_eval(const EvalOptions& opts) {
   if (opts.metric == "em_f1") return run_em_f1(opts);
-  fail("metric '" + opts.metric + "' is not implemented yet (ROUGE and BLEU arrive with issue #5)");
+  return run_text_metric(opts);
 }
 
 }  // namespace
 
 void add_eval_command(CLI::App& app, Registry& registry, const GlobalOptions& global) {
   auto opts = std::make_shared<EvalOptions>();
-  auto* sub = app.add_subcommand("eval", "Score a model, or a predictions file, with EM/F1, ROUGE or BLEU");
-  sub->add_option("--metric", opts->metric, "em_f1, rouge or bleu")
-      ->check(CLI::IsMember({"em_f1", "rouge", "bleu"}))
+  auto* sub =
+      app.add_subcommand("eval", "Score a model, or a predictions file, with EM/F1, ROUGE, BLEU or chrF");
+  sub->add_option(
+         "--metric", opts->metric,
+         "em_f1 (extractive QA), rouge (rouge-score), bleu (sacrebleu BLEU()) or chrf (sacrebleu CHRF())")
+      ->check(CLI::IsMember({"em_f1", "rouge", "bleu", "chrf"}))
       ->capture_default_str();
-  sub->add_option("--predictions", opts->predictions,
-                  "predictions JSONL: {\"id\", \"prediction_text\"[, \"no_answer_probability\"]} per line")
+  sub->add_option(
+         "--predictions", opts->predictions,
+         "em_f1: predictions JSONL, {\"id\", \"prediction_text\"[, \"no_answer_probability\"]} per line; "
+         "rouge/bleu/chrf: one segment per line, or JSONL with --field")
       ->check(CLI::ExistingFile);
-  sub->add_option("--references", opts->references, "references: the prepared MRC JSONL")
+  sub->add_option("--references", opts->references,
+                  "em_f1: the prepared MRC JSONL; rouge/bleu/chrf: a reference file, one segment per line "
+                  "(repeat for several references per segment)")
       ->check(CLI::ExistingFile);
+  sub->add_option(
+      "--field", opts->field,
+      "rouge/bleu/chrf on JSONL: the field holding the text on both sides (a reference field may be "
+      "a list of strings = several references; without --references both come from --predictions)");
+  sub->add_option("--prediction-field", opts->prediction_field,
+                  "JSONL: the predictions' field, if not --field");
+  sub->add_option("--reference-field", opts->reference_field, "JSONL: the references' field, if not --field");
+  sub->add_option("--rouge-tokenizer", opts->rouge_tokenizer,
+                  "default (rouge-score's: ASCII a-z0-9 words, so Vietnamese words fall apart) or unicode "
+                  "(NFC + case folding, Unicode letter/number/mark words; never stems)")
+      ->check(CLI::IsMember({"default", "unicode"}))
+      ->capture_default_str();
+  sub->add_flag(
+      "--no-stemmer", opts->no_stemmer,
+      "rouge: no Porter stemming. The stemmer is ON by default here (RougeScorer(use_stemmer=True), "
+      "as most papers report); rouge-score's and HF evaluate's own default is off");
+  sub->add_option(
+         "--bleu-tokenize", opts->bleu_tokenize,
+         "bleu: sacrebleu tokenizer 13a (its default), intl (mteval-v14, Unicode punctuation) or none")
+      ->check(CLI::IsMember({"13a", "intl", "none"}))
+      ->capture_default_str();
+  sub->add_option("--chrf-word-order", opts->chrf_word_order, "chrf: word n-gram order; 2 gives chrF++")
+      ->check(CLI::Range(0, 6))
+      ->capture_default_str();
   sub->add_option("--normalize", opts->normalize,
                   "answer normalisation: squad (the official script, ASCII punctuation and English articles) "
                   "or mlqa (Unicode punctuation and per-language articles; right for Vietnamese)")
@@ -122,9 +204,15 @@ void add_eval_command(CLI::App& app, Registry& registry, const GlobalOptions& gl
       "--data valid.jsonl\n"
       "  qlora eval --metric em_f1 --predictions preds.jsonl --references valid.jsonl --normalize mlqa "
       "--lang vi\n"
+      "  qlora eval --metric bleu --predictions hyp.txt --references ref.txt --references ref2.txt\n"
+      "  qlora eval --metric rouge --predictions out.jsonl --field summary --references gold.jsonl "
+      "--rouge-tokenizer unicode\n"
       "Default normalisation is squad, so scores equal Hugging Face evaluate's squad/squad_v2 and\n"
       "published numbers; it keeps Vietnamese letters but only strips ASCII punctuation and English\n"
-      "articles. --normalize mlqa --lang vi is the MLQA script's rule for Vietnamese.\n"));
+      "articles. --normalize mlqa --lang vi is the MLQA script's rule for Vietnamese.\n"
+      "ROUGE is rouge-score 0.1.2 per example (the mean of P/R/F, not its bootstrap aggregate), with\n"
+      "the Porter stemmer on unless --no-stemmer; use --rouge-tokenizer unicode for Vietnamese.\n"
+      "BLEU and chrF equal sacrebleu 2.6.0 corpus scores; the JSON carries sacrebleu's signature.\n"));
   registry.add(sub, [opts] { return run_eval(*opts); });
 }
 

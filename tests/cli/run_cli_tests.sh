@@ -64,8 +64,14 @@ contains "log level suggestion" "$err" "unknown level 'verbose'"
 # --- prepare / split (on the shipped sample) ----------------------------------------------
 . "$root/tests/cli/prepare_split_cases.sh"
 
+# --- eval --metric rouge / bleu / chrf on predictions files ----------------------------------
+. "$root/tests/cli/eval_text_cases.sh"
+
 # --- train / eval / infer on the tiny XLM-R ------------------------------------------------
 . "$root/tests/cli/train_cases.sh"
+
+# --- infer (generation) on the real aidreams260K LLaMA -------------------------------------
+. "$root/tests/cli/infer_generate_cases.sh"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
