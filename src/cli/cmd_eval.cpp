@@ -1,10 +1,13 @@
 // qlora eval: score a model on a prepared set, or a predictions file against references.
 #include "command.h"
 #include "qlora/core/error.h"
+#include "qlora/core/jsonl.h"
 #include "qlora/core/log.h"
 #include "qlora/eval/qa_files.h"
 #include "qlora/eval/text_metric.h"
+#include "qlora/io/hf_config.h"
 #include "qlora/tasks/qa_task.h"
+#include "qlora/tasks/seq2seq_task.h"
 
 namespace qlora::cli {
 
@@ -33,7 +36,50 @@ struct EvalOptions {
   bool no_stemmer = false;
   int chrf_word_order = 0;
   std::string bleu_tokenize = "13a";
+  // Text metrics with --model (T5): generation of the --data pairs.
+  std::string source_template = "{source}";
+  std::string target_template = "{target}";
+  int64_t num_beams = 1;
+  int64_t max_new_tokens = 128;
+  int64_t batch_size = 8;
+  std::string dtype = "fp32";
 };
+
+eval::TextMetricOptions metric_options(const EvalOptions& opts);
+
+// T5 + adapter over a pairs JSONL ({source, target}): generate, then score against the targets.
+Json run_model_text_metric(const EvalOptions& opts) {
+  if (opts.data.empty()) fail("--model needs --data, a pairs JSONL ({source, target}) to generate from");
+  const std::string type = HfConfig::load(opts.model).model_type();
+  if (type != "t5" && type != "mt5")
+    fail(opts.model + ": --metric " + opts.metric + " with --model supports T5 models (model_type '" + type +
+         "'); score a predictions file from `qlora infer --input` instead");
+  const auto t5 = tasks::load_t5_bundle(opts.model, "", opts.adapter, opts.dtype);
+  config::RunConfig rc;
+  rc.data.source_template = opts.source_template;
+  rc.data.target_template = opts.target_template;
+  rc.data.max_seq_length = opts.max_seq_length;
+  rc.data.max_target_length = opts.max_new_tokens;
+  const auto samples = tasks::read_seq2seq_samples(opts.data, rc, *t5.tokenizer);
+  config::GenerationSection g;
+  g.num_beams = opts.num_beams;
+  g.max_new_tokens = opts.max_new_tokens;
+  const auto texts = tasks::generate_texts(t5, samples, g, opts.batch_size);
+  std::vector<std::vector<std::string>> refs;
+  std::vector<Json> lines;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    refs.push_back({samples[i].target});
+    lines.push_back({{"source", samples[i].source}, {"target", samples[i].target}, {"prediction", texts[i]}});
+  }
+  Json out = eval::score_text_metric(opts.metric, texts, refs, metric_options(opts));
+  if (!opts.predictions_out.empty()) {
+    write_jsonl_atomic(opts.predictions_out, lines);
+    out["predictions_file"] = opts.predictions_out;
+  }
+  out["model"] = opts.model;
+  if (!opts.adapter.empty()) out["adapter"] = opts.adapter;
+  return out;
+}
 
 // Runs the model over a prepared MRC file and scores its answers.
 Json run_model_em_f1(const EvalOptions& opts) {
@@ -92,9 +138,7 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 // ROUGE, BLEU or chrF of a predictions file against one or more reference files (plain text, one
 // segment per line, or JSONL with --field).
 Json run_text_metric(const EvalOptions& opts) {
-  if (!opts.model.empty()) {
-    fail("--model is not supported with --metric " + opts.metric + " yet; score a --predictions file");
-  }
+  if (!opts.model.empty()) return run_model_text_metric(opts);
   if (opts.predictions.empty()) fail("--metric " + opts.metric + " needs --predictions");
   const std::string prediction_field = opts.prediction_field.empty() ? opts.field : opts.prediction_field;
   const std::string reference_field = opts.reference_field.empty() ? opts.field : opts.reference_field;
@@ -113,6 +157,13 @@ Json run_text_metric(const EvalOptions& opts) {
     inputs =
         eval::read_text_metric_jsonl(opts.predictions, opts.references, prediction_field, reference_field);
   }
+  Json out =
+      eval::score_text_metric(opts.metric, inputs.predictions, inputs.references, metric_options(opts));
+  out["predictions_file"] = opts.predictions;
+  return out;
+}
+
+eval::TextMetricOptions metric_options(const EvalOptions& opts) {
   eval::TextMetricOptions mo;
   mo.rouge.tokenizer = eval::parse_rouge_tokenizer(opts.rouge_tokenizer);
   mo.rouge.use_stemmer = !opts.no_stemmer;
@@ -121,9 +172,7 @@ Json run_text_metric(const EvalOptions& opts) {
   if (opts.metric == "rouge" && mo.rouge.tokenizer == eval::RougeTokenizer::unicode && !opts.no_stemmer) {
     log::debug("the unicode ROUGE tokenizer never stems; --no-stemmer is implied");
   }
-  Json out = eval::score_text_metric(opts.metric, inputs.predictions, inputs.references, mo);
-  out["predictions_file"] = opts.predictions;
-  return out;
+  return mo;
 }
 
 Json run_eval(const EvalOptions& opts) {
@@ -188,6 +237,16 @@ void add_eval_command(CLI::App& app, Registry& registry, const GlobalOptions& gl
                   "v2: no_answer_probability above this predicts no answer")
       ->capture_default_str();
   sub->add_option("--model", opts->model, "model folder to evaluate");
+  sub->add_option("--source-template", opts->source_template,
+                  "T5 with --model: encoder input, {source} replaced");
+  sub->add_option("--target-template", opts->target_template,
+                  "T5 with --model: reference, {target} replaced");
+  sub->add_option("--num-beams", opts->num_beams, "T5 with --model: beam search width")
+      ->capture_default_str();
+  sub->add_option("--max-new-tokens", opts->max_new_tokens, "T5 with --model: tokens generated")
+      ->capture_default_str();
+  sub->add_option("--batch-size", opts->batch_size, "with --model: inputs per batch")->capture_default_str();
+  sub->add_option("--dtype", opts->dtype, "with --model: fp32, bf16 or fp16")->capture_default_str();
   sub->add_option("--adapter", opts->adapter, "adapter folder applied to --model");
   sub->add_option("--data", opts->data, "prepared evaluation JSONL")->check(CLI::ExistingFile);
   sub->add_option("--predictions-out", opts->predictions_out,
