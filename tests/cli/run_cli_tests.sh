@@ -73,5 +73,8 @@ contains "log level suggestion" "$err" "unknown level 'verbose'"
 # --- infer (generation) on the real aidreams260K LLaMA -------------------------------------
 . "$root/tests/cli/infer_generate_cases.sh"
 
+# --- SFT / seq2seq training, adapters, export on the shipped tiny models ------------------------
+. "$root/tests/cli/llm_train_cases.sh"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
