@@ -13,6 +13,7 @@
 #include "qlora/core/fs.h"
 #include "qlora/io/checkpoint.h"
 #include "qlora/nn/attention.h"
+#include "qlora/nn/checkpoint.h"
 
 namespace qlora::models {
 namespace {
@@ -223,39 +224,48 @@ class LlamaModel final : public CausalLM {
     const int64_t groups = c_.num_heads / c_.num_kv_heads;
     const double dropout_p = ctx.training ? c_.attention_dropout : 0.0;
 
+    // Checkpointing only while training under grad mode (checkpoint_block checks the latter), never with
+    // a cache: the recompute would write the cache twice.
+    const bool checkpointing = ctx.gradient_checkpointing && ctx.training && cache == nullptr;
     at::Tensor x = at::embedding(embed_tokens_, ids);  // [B, T, C]
     for (size_t i = 0; i < layers_.size(); ++i) {
-      const LlamaLayer& L = layers_[i];
-      const at::Tensor h = llama_rms_norm(x, L.input_layernorm, c_.rms_norm_eps);
-      const at::Tensor q =
-          nn::apply_rope(nn::split_heads(nn::lora_linear(h, L.q_proj, ctx), c_.num_heads), rope);
-      at::Tensor k =
-          nn::apply_rope(nn::split_heads(nn::lora_linear(h, L.k_proj, ctx), c_.num_kv_heads), rope);
-      at::Tensor v = nn::split_heads(nn::lora_linear(h, L.v_proj, ctx), c_.num_kv_heads);  // [B, Hkv, T, D]
-      if (cache != nullptr) {
-        if (S > 0) {
-          k = at::cat({cache->keys[i], k}, 2);
-          v = at::cat({cache->values[i], v}, 2);
+      // One decoder layer x [B, T, C] -> [B, T, C]. Captured tensors (rope tables, masks) derive from
+      // the inputs and need no gradient; they are captured by value, the recompute runs after forward.
+      const at::Tensor& bias = c_.sliding_window > 0 && c_.sliding_layers[i] ? window_bias : full_bias;
+      const auto layer = [this, i, cache, S, groups, dropout_p, rope, bias, ctx](const at::Tensor& x) {
+        const LlamaLayer& L = layers_[i];
+        const at::Tensor h = llama_rms_norm(x, L.input_layernorm, c_.rms_norm_eps);
+        const at::Tensor q =
+            nn::apply_rope(nn::split_heads(nn::lora_linear(h, L.q_proj, ctx), c_.num_heads), rope);
+        at::Tensor k =
+            nn::apply_rope(nn::split_heads(nn::lora_linear(h, L.k_proj, ctx), c_.num_kv_heads), rope);
+        at::Tensor v = nn::split_heads(nn::lora_linear(h, L.v_proj, ctx), c_.num_kv_heads);  // [B, Hkv, T, D]
+        if (cache != nullptr) {
+          if (S > 0) {
+            k = at::cat({cache->keys[i], k}, 2);
+            v = at::cat({cache->values[i], v}, 2);
+          }
+          cache->keys[i] = k;
+          cache->values[i] = v;
         }
-        cache->keys[i] = k;
-        cache->values[i] = v;
-      }
-      // repeat_kv: kv head j serves q heads j*groups .. j*groups + groups - 1.
-      const at::Tensor kr = k.repeat_interleave(groups, 1);  // [B, H, S+T, D]
-      const at::Tensor vr = v.repeat_interleave(groups, 1);
-      const bool sliding = c_.sliding_window > 0 && c_.sliding_layers[i];
-      at::Tensor scores =
-          at::matmul(q, kr.transpose(-2, -1)) * std::pow(static_cast<double>(c_.head_dim), -0.5);
-      scores = scores + (sliding ? window_bias : full_bias);
-      // Softmax in fp32, then back to the compute dtype (LLaMA's eager_attention_forward).
-      const at::Tensor probs =
-          nn::dropout(at::softmax(scores, -1, at::kFloat).to(q.scalar_type()), dropout_p, ctx);
-      const at::Tensor a = nn::merge_heads(at::matmul(probs, vr));  // [B, T, H*D]
-      x = x + nn::lora_linear(a, L.o_proj, ctx);
-      const at::Tensor g = llama_rms_norm(x, L.post_attention_layernorm, c_.rms_norm_eps);
-      const at::Tensor f =
-          at::silu(nn::lora_linear(g, L.gate_proj, ctx)) * nn::lora_linear(g, L.up_proj, ctx);
-      x = x + nn::lora_linear(f, L.down_proj, ctx);
+        // repeat_kv: kv head j serves q heads j*groups .. j*groups + groups - 1.
+        const at::Tensor kr = k.repeat_interleave(groups, 1);  // [B, H, S+T, D]
+        const at::Tensor vr = v.repeat_interleave(groups, 1);
+        at::Tensor scores =
+            at::matmul(q, kr.transpose(-2, -1)) * std::pow(static_cast<double>(c_.head_dim), -0.5);
+        scores = scores + bias;
+        // Softmax in fp32, then back to the compute dtype (LLaMA's eager_attention_forward).
+        const at::Tensor probs =
+            nn::dropout(at::softmax(scores, -1, at::kFloat).to(q.scalar_type()), dropout_p, ctx);
+        const at::Tensor a = nn::merge_heads(at::matmul(probs, vr));  // [B, T, H*D]
+        const at::Tensor y = x + nn::lora_linear(a, L.o_proj, ctx);
+        const at::Tensor g = llama_rms_norm(y, L.post_attention_layernorm, c_.rms_norm_eps);
+        const at::Tensor f =
+            at::silu(nn::lora_linear(g, L.gate_proj, ctx)) * nn::lora_linear(g, L.up_proj, ctx);
+        return y + nn::lora_linear(f, L.down_proj, ctx);
+      };
+      // The model (its layers) must outlive the backward pass, as it does in training.
+      x = checkpointing ? nn::checkpoint_block(layer, x, ctx) : layer(x);
     }
     x = llama_rms_norm(x, norm_, c_.rms_norm_eps);
     return {nn::lora_linear(x, lm_head_, ctx)};  // [B, T, V]

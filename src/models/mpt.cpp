@@ -31,6 +31,7 @@
 #include "qlora/io/checkpoint.h"
 #include "qlora/models/llama.h"
 #include "qlora/nn/attention.h"
+#include "qlora/nn/checkpoint.h"
 #include "qlora/nn/norm.h"
 
 namespace qlora::models {
@@ -219,14 +220,24 @@ class MptModel final : public CausalLM {
     if (c_.learned_pos_emb) x = x + at::embedding(wpe_, learned_positions(in, S));
     x = nn::dropout(x, c_.emb_pdrop, ctx);
     const double attn_p = ctx.training ? c_.attn_pdrop : 0.0;
+    // Checkpointing only while training under grad mode (checkpoint_block checks the latter), never with
+    // a cache: the recompute would write the cache twice.
+    const bool checkpointing = ctx.gradient_checkpointing && ctx.training && cache == nullptr;
     for (size_t i = 0; i < blocks_.size(); ++i) {
-      const MptBlock& b = blocks_[i];
-      const at::Tensor a = attention(b, nn::layer_norm(x, b.norm_1), bias, key_masked, cache, i, attn_p, ctx);
-      x = x + nn::dropout(a, c_.resid_pdrop, ctx);
-      const at::Tensor m = nn::layer_norm(x, b.norm_2);
-      const at::Tensor n =
-          nn::lora_linear(nn::activate(nn::lora_linear(m, b.up_proj, ctx), c_.ffn_act), b.down_proj, ctx);
-      x = x + nn::dropout(n, c_.resid_pdrop, ctx);
+      // One block x [B, T, C] -> [B, T, C]. The captured bias / mask (ALiBi, padding, segments) are
+      // constants of the inputs; by value, since the recompute runs after forward has returned.
+      const auto block = [this, i, bias, key_masked, cache, attn_p, ctx](const at::Tensor& x) {
+        const MptBlock& b = blocks_[i];
+        const at::Tensor a =
+            attention(b, nn::layer_norm(x, b.norm_1), bias, key_masked, cache, i, attn_p, ctx);
+        const at::Tensor y = x + nn::dropout(a, c_.resid_pdrop, ctx);
+        const at::Tensor m = nn::layer_norm(y, b.norm_2);
+        const at::Tensor n =
+            nn::lora_linear(nn::activate(nn::lora_linear(m, b.up_proj, ctx), c_.ffn_act), b.down_proj, ctx);
+        return y + nn::dropout(n, c_.resid_pdrop, ctx);
+      };
+      // The model (its blocks) must outlive the backward pass, as it does in training.
+      x = checkpointing ? nn::checkpoint_block(block, x, ctx) : block(x);
     }
     x = nn::layer_norm(x, norm_f_);
     at::Tensor logits =

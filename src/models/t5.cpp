@@ -13,6 +13,7 @@
 #include "qlora/core/log.h"
 #include "qlora/io/checkpoint.h"
 #include "qlora/nn/attention.h"
+#include "qlora/nn/checkpoint.h"
 
 namespace qlora::models {
 namespace {
@@ -183,6 +184,9 @@ at::Tensor ff_sublayer(const at::Tensor& x, const T5Model& model, const T5Block&
   const at::Tensor h = rms_norm(x, b.ff_norm, model.config.layer_norm_epsilon);
   return clamp_fp16(x + nn::dropout(feed_forward(h, model, b.ff, ctx), model.config.dropout_rate, ctx));
 }
+
+// Blocks are checkpointed while training under grad mode (checkpoint_block checks the latter).
+bool checkpointing(const nn::ForwardContext& ctx) { return ctx.gradient_checkpointing && ctx.training; }
 
 at::Tensor lm_logits(const T5Model& model, at::Tensor x, const nn::ForwardContext& ctx) {
   if (model.config.scale_decoder_outputs) x = x * std::pow(static_cast<double>(model.config.d_model), -0.5);
@@ -381,20 +385,30 @@ at::Tensor encode(const T5Model& model, const at::Tensor& input_ids, const at::T
   if (!input_ids.defined() || input_ids.dim() != 2) fail("t5 encode: input_ids must be [B, S]");
   const at::Tensor mask = attention_mask.defined() ? attention_mask : at::ones_like(input_ids);
   if (mask.sizes() != input_ids.sizes()) fail("t5 encode: attention_mask shape differs from input_ids");
-  const int64_t S = input_ids.size(1), H = c.num_heads;
+  const int64_t S = input_ids.size(1);
 
   at::Tensor x = nn::dropout(at::embedding(model.shared, input_ids), c.dropout_rate, ctx);  // [B, S, C]
   const at::Tensor key_mask = nn::padding_mask_bias(mask, x.scalar_type());                 // [B, 1, 1, S]
   const at::Tensor bias =
       position_bias(model, model.encoder, S, S, 0, /*bidirectional=*/true);  // [1, H, S, S]
   for (const T5Block& b : model.encoder.blocks) {
-    const at::Tensor h = rms_norm(x, b.self_norm, c.layer_norm_epsilon);
-    const T5Attention& a = b.self_attention;
-    const at::Tensor o =
-        nn::merge_heads(attend(heads(nn::lora_linear(h, a.q, ctx), H), heads(nn::lora_linear(h, a.k, ctx), H),
-                               heads(nn::lora_linear(h, a.v, ctx), H), bias, key_mask, c.dropout_rate, ctx));
-    x = clamp_fp16(x + nn::dropout(nn::lora_linear(o, a.o, ctx), c.dropout_rate, ctx));
-    x = ff_sublayer(x, model, b, ctx);
+    // One block: {x [B, S, C], position bias [1, H, S, S]} -> [B, S, C]. The bias is computed once,
+    // outside the blocks, and passed as an input: it carries gradients when relative_attention_bias
+    // trains. `key_mask` is a constant of the inputs (by value: the recompute runs after return).
+    const auto block = [&model, &b, key_mask, ctx](const std::vector<at::Tensor>& in) {
+      const T5Config& c = model.config;
+      const at::Tensor& x = in[0];
+      const int64_t H = c.num_heads;
+      const at::Tensor h = rms_norm(x, b.self_norm, c.layer_norm_epsilon);
+      const T5Attention& a = b.self_attention;
+      const at::Tensor o = nn::merge_heads(
+          attend(heads(nn::lora_linear(h, a.q, ctx), H), heads(nn::lora_linear(h, a.k, ctx), H),
+                 heads(nn::lora_linear(h, a.v, ctx), H), in[1], key_mask, c.dropout_rate, ctx));
+      const at::Tensor y = clamp_fp16(x + nn::dropout(nn::lora_linear(o, a.o, ctx), c.dropout_rate, ctx));
+      return ff_sublayer(y, model, b, ctx);
+    };
+    // The model must outlive the backward pass, as it does in training.
+    x = checkpointing(ctx) ? nn::checkpoint_block(block, {x, bias}, ctx) : block({x, bias});
   }
   return nn::dropout(rms_norm(x, model.encoder.final_norm, c.layer_norm_epsilon), c.dropout_rate, ctx);
 }
@@ -427,9 +441,12 @@ void T5KVCache::reorder(const at::Tensor& rows) {
   }
 }
 
-at::Tensor decode_step(const T5Model& model, const at::Tensor& decoder_input_ids, T5KVCache& cache,
-                       const T5CrossKV& cross, const at::Tensor& encoder_mask,
-                       const nn::ForwardContext& ctx) {
+namespace {
+
+// The decoder over new tokens; `cache` nullptr in training (seq2seq_forward): nothing cached, and the
+// blocks may be checkpointed.
+at::Tensor decode(const T5Model& model, const at::Tensor& decoder_input_ids, T5KVCache* cache,
+                  const T5CrossKV& cross, const at::Tensor& encoder_mask, const nn::ForwardContext& ctx) {
   const T5Config& c = model.config;
   if (!decoder_input_ids.defined() || decoder_input_ids.dim() != 2) {
     fail("t5 decode_step: decoder_input_ids must be [B, T]");
@@ -438,8 +455,8 @@ at::Tensor decode_step(const T5Model& model, const at::Tensor& decoder_input_ids
     fail("t5 decode_step: cross K/V has " + std::to_string(cross.k.size()) + " layers, the decoder " +
          std::to_string(model.decoder.blocks.size()));
   }
-  const int64_t B = decoder_input_ids.size(0), T = decoder_input_ids.size(1), H = c.num_heads;
-  const int64_t past = cache.length(), total = past + T, S = cross.k.front().size(2);
+  const int64_t B = decoder_input_ids.size(0), T = decoder_input_ids.size(1);
+  const int64_t past = cache != nullptr ? cache->length() : 0, total = past + T, S = cross.k.front().size(2);
 
   at::Tensor x =
       nn::dropout(at::embedding(model.shared, decoder_input_ids), c.dropout_rate, ctx);  // [B, T, C]
@@ -452,32 +469,51 @@ at::Tensor decode_step(const T5Model& model, const at::Tensor& decoder_input_ids
       encoder_mask.defined() ? encoder_mask : at::ones({B, S}, at::TensorOptions().dtype(at::kLong)),
       dtype);  // [B, 1, 1, S]
   const at::Tensor bias = position_bias(model, model.decoder, T, total, past, /*bidirectional=*/false);
-  const bool first = cache.k.empty();
+  const bool first = cache != nullptr && cache->k.empty();
   for (size_t i = 0; i < model.decoder.blocks.size(); ++i) {
-    const T5Block& b = model.decoder.blocks[i];
-    const T5Attention& sa = b.self_attention;
-    at::Tensor h = rms_norm(x, b.self_norm, c.layer_norm_epsilon);
-    at::Tensor k = heads(nn::lora_linear(h, sa.k, ctx), H);  // [B, H, T, D]
-    at::Tensor v = heads(nn::lora_linear(h, sa.v, ctx), H);
-    if (first) {
-      cache.k.push_back(k);
-      cache.v.push_back(v);
-    } else {
-      cache.k[i] = k = at::cat({cache.k[i], k}, 2);  // [B, H, past + T, D]
-      cache.v[i] = v = at::cat({cache.v[i], v}, 2);
-    }
-    at::Tensor o = attend(heads(nn::lora_linear(h, sa.q, ctx), H), k, v, bias, causal, c.dropout_rate, ctx);
-    x = clamp_fp16(x + nn::dropout(nn::lora_linear(nn::merge_heads(o), sa.o, ctx), c.dropout_rate, ctx));
+    // One block: {x [B, T, C], position bias [1, H, T, past+T], cross K, cross V [B, H, S, D]} ->
+    // [B, T, C]. Cross K / V come from the encoder output, which trains the encoder (and the cross
+    // k / v LoRA): inputs, not captures. The masks are constants (by value: the recompute runs later).
+    const auto block = [&model, i, cache, first, causal, enc_mask, ctx](const std::vector<at::Tensor>& in) {
+      const T5Config& c = model.config;
+      const T5Block& b = model.decoder.blocks[i];
+      const int64_t H = c.num_heads;
+      const T5Attention& sa = b.self_attention;
+      at::Tensor h = rms_norm(in[0], b.self_norm, c.layer_norm_epsilon);
+      at::Tensor k = heads(nn::lora_linear(h, sa.k, ctx), H);  // [B, H, T, D]
+      at::Tensor v = heads(nn::lora_linear(h, sa.v, ctx), H);
+      if (cache != nullptr && first) {
+        cache->k.push_back(k);
+        cache->v.push_back(v);
+      } else if (cache != nullptr) {
+        cache->k[i] = k = at::cat({cache->k[i], k}, 2);  // [B, H, past + T, D]
+        cache->v[i] = v = at::cat({cache->v[i], v}, 2);
+      }
+      at::Tensor o =
+          attend(heads(nn::lora_linear(h, sa.q, ctx), H), k, v, in[1], causal, c.dropout_rate, ctx);
+      at::Tensor x = clamp_fp16(
+          in[0] + nn::dropout(nn::lora_linear(nn::merge_heads(o), sa.o, ctx), c.dropout_rate, ctx));
 
-    const T5Attention& ca = b.cross_attention;
-    h = rms_norm(x, b.cross_norm, c.layer_norm_epsilon);
-    o = attend(heads(nn::lora_linear(h, ca.q, ctx), H), cross.k[i], cross.v[i], {}, enc_mask, c.dropout_rate,
-               ctx);
-    x = clamp_fp16(x + nn::dropout(nn::lora_linear(nn::merge_heads(o), ca.o, ctx), c.dropout_rate, ctx));
-    x = ff_sublayer(x, model, b, ctx);
+      const T5Attention& ca = b.cross_attention;
+      h = rms_norm(x, b.cross_norm, c.layer_norm_epsilon);
+      o = attend(heads(nn::lora_linear(h, ca.q, ctx), H), in[2], in[3], {}, enc_mask, c.dropout_rate, ctx);
+      x = clamp_fp16(x + nn::dropout(nn::lora_linear(nn::merge_heads(o), ca.o, ctx), c.dropout_rate, ctx));
+      return ff_sublayer(x, model, b, ctx);
+    };
+    const std::vector<at::Tensor> in{x, bias, cross.k[i], cross.v[i]};
+    // Never with a cache: the recompute would append to it twice. The model outlives the backward.
+    x = cache == nullptr && checkpointing(ctx) ? nn::checkpoint_block(block, in, ctx) : block(in);
   }
   x = nn::dropout(rms_norm(x, model.decoder.final_norm, c.layer_norm_epsilon), c.dropout_rate, ctx);
   return lm_logits(model, x, ctx);  // [B, T, V]
+}
+
+}  // namespace
+
+at::Tensor decode_step(const T5Model& model, const at::Tensor& decoder_input_ids, T5KVCache& cache,
+                       const T5CrossKV& cross, const at::Tensor& encoder_mask,
+                       const nn::ForwardContext& ctx) {
+  return decode(model, decoder_input_ids, &cache, cross, encoder_mask, ctx);
 }
 
 at::Tensor shift_right(const at::Tensor& labels, const T5Config& config) {
@@ -496,10 +532,9 @@ Seq2SeqOutput seq2seq_forward(const T5Model& model, const Seq2SeqInputs& inputs,
     decoder_ids = shift_right(inputs.labels, model.config);
   }
   const at::Tensor hidden = encode(model, inputs.input_ids, inputs.attention_mask, ctx);
-  T5KVCache cache;
   Seq2SeqOutput out;
-  out.logits = decode_step(model, decoder_ids, cache, precompute_cross_kv(model, hidden, ctx),
-                           inputs.attention_mask, ctx);
+  out.logits = decode(model, decoder_ids, nullptr, precompute_cross_kv(model, hidden, ctx),
+                      inputs.attention_mask, ctx);
   if (inputs.labels.defined()) {
     const int64_t V = out.logits.size(-1);
     out.loss = at::cross_entropy_loss(out.logits.reshape({-1, V}), inputs.labels.reshape({-1}).to(at::kLong),

@@ -5,7 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "lora_plan.h"
 #include "qlora/core/error.h"
@@ -41,6 +45,57 @@ std::string with_commas(int64_t n) {
 }
 
 }  // namespace
+
+std::optional<NameSpec> peft_default_target_modules(const std::string& model_type) {
+  // peft/utils/constants.py, TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING (0.21.2), in its order.
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> kTable = {
+      {"t5", {"q", "v"}},
+      {"mt5", {"q", "v"}},
+      {"bart", {"q_proj", "v_proj"}},
+      {"gpt2", {"c_attn"}},
+      {"bloom", {"query_key_value"}},
+      {"blip-2", {"q", "v", "q_proj", "v_proj"}},
+      {"opt", {"q_proj", "v_proj"}},
+      {"gptj", {"q_proj", "v_proj"}},
+      {"gpt_neox", {"query_key_value"}},
+      {"gpt_neo", {"q_proj", "v_proj"}},
+      {"bert", {"query", "value"}},
+      {"roberta", {"query", "value"}},
+      {"xlm-roberta", {"query", "value"}},
+      {"electra", {"query", "value"}},
+      {"deberta-v2", {"query_proj", "value_proj"}},
+      {"deberta", {"in_proj"}},
+      {"layoutlm", {"query", "value"}},
+      {"llama", {"q_proj", "v_proj"}},
+      {"llama4", {"q_proj", "v_proj"}},
+      {"chatglm", {"query_key_value"}},
+      {"gpt_bigcode", {"c_attn"}},
+      {"mpt", {"Wqkv"}},
+      {"RefinedWebModel", {"query_key_value"}},
+      {"RefinedWeb", {"query_key_value"}},
+      {"falcon", {"query_key_value"}},
+      {"btlm", {"c_proj", "c_attn"}},
+      {"codegen", {"qkv_proj"}},
+      {"mistral", {"q_proj", "v_proj"}},
+      {"mixtral", {"q_proj", "v_proj"}},
+      {"stablelm", {"q_proj", "v_proj"}},
+      {"phi", {"q_proj", "v_proj", "fc1", "fc2"}},
+      {"gemma", {"q_proj", "v_proj"}},
+      {"gemma2", {"q_proj", "v_proj"}},
+      {"gemma3_text", {"q_proj", "v_proj"}},
+      {"qwen2", {"q_proj", "v_proj"}},
+      {"qwen3", {"q_proj", "v_proj"}},
+      {"nemotron_h", {"q_proj", "k_proj", "v_proj", "o_proj"}},
+      {"rwkv", {"key", "value", "receptance", "output"}},
+      {"rwkv7", {"r_proj", "k_proj", "v_proj", "o_proj", "key", "value"}},
+  };
+  // The one entry that is a regex string rather than a list.
+  if (model_type == "gemma4") return NameSpec::string(R"(.*language_model\..*\.(q_proj|v_proj))");
+  for (const auto& [type, names] : kTable) {
+    if (type == model_type) return NameSpec::list(names);
+  }
+  return std::nullopt;
+}
 
 std::vector<std::string> PeftModelView::module_names() const {
   std::vector<std::string> out;
@@ -83,9 +138,14 @@ LoraSummary plan_lora(const PeftModelView& view, const LoraConfig& config, bool 
         NameSpec::list(expand_all_linear(config, linear_names, modules, view.output_embeddings));
   }
   if (s.config.target_modules.is_null()) {
-    fail_at(source, -1,
-            "key 'target_modules': null (PEFT's per-architecture defaults are not implemented); "
-            "list the modules or use \"all-linear\"");
+    // LoraModel._prepare_adapter_config: the model type's default; PEFT saves the resolved set.
+    const std::optional<NameSpec> defaults = peft_default_target_modules(view.model_type);
+    if (!defaults) {
+      fail_at(source, -1,
+              "key 'target_modules': null and PEFT 0.21.2 has no default for model_type '" + view.model_type +
+                  "' (\"Please specify `target_modules`\"); list the modules or use \"all-linear\"");
+    }
+    s.config.target_modules = *defaults;
   }
   try {
     for (const std::string& key : modules) {

@@ -13,6 +13,7 @@ PeftModelView peft_view(models::CausalLM& model) {
   view.output_embeddings = "lm_head";
   view.base_model_class = model.hf_class_name();
   const std::string type = model.model_type();
+  view.model_type = type;
   view.parent_library = "transformers.models." + type + ".modeling_" + type;
   return view;
 }

@@ -41,6 +41,7 @@ PeftModelView peft_view(models::EncoderModel& model) {
   }
   // Encoders have no output embeddings in their QA / classification / bare forms (the MLM head is not
   // modelled), so all-linear excludes nothing but a SEQ_CLS classifier.
+  view.model_type = model.config.model_type;
   view.base_model_class = class_stem(model.config.model_type) + head_suffix(model.head);
   std::string library = model.config.model_type;
   std::replace(library.begin(), library.end(), '-', '_');

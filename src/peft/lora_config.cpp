@@ -316,6 +316,8 @@ LoraConfig lora_config_from_section(const config::AdapterSection& s) {
   c.lora_dropout = s.dropout;
   if (!s.target_regex.empty()) {
     c.target_modules = NameSpec::string(s.target_regex);
+  } else if (s.target_modules.empty()) {
+    c.target_modules = NameSpec::null();  // PEFT's default for the model type (attach_lora resolves it)
   } else if (s.target_modules.size() == 1 && s.target_modules[0] == "all-linear") {
     c.target_modules = NameSpec::string("all-linear");
   } else {

@@ -81,12 +81,19 @@ std::string lora_config_to_json(const LoraConfig& config);
 // got string"). Unknown keys (other PEFT versions) are dropped with a warning, as PEFT does.
 LoraConfig lora_config_from_json(const std::string& text, const std::string& source);
 LoraConfig read_lora_config(const std::string& path);
+// PEFT 0.21.2's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING: the target_modules get_peft_model /
+// from_pretrained use when a config's target_modules is null (llama, mistral, qwen2: q_proj, v_proj; mpt:
+// Wqkv; t5, mt5: q, v; xlm-roberta, roberta, bert: query, value; ...), in the table's order; nullopt for
+// a model type the table lacks. Only null means "default": an empty list matches nothing, as in PEFT.
+std::optional<NameSpec> peft_default_target_modules(const std::string& model_type);
+
 // Throws Error naming `source` and the key when the config asks for a PEFT feature qlora does not
 // implement (DoRA, lora_bias, QALoRA, layer_replication, trainable_token_indices, ...) or is not LoRA.
 void check_supported(const LoraConfig& config, const std::string& source);
 
 // The run config's adapter section as a LoraConfig (task_type and base_model_name_or_path are the
-// caller's): target_regex wins over target_modules; ["all-linear"] becomes the "all-linear" string;
+// caller's): target_regex wins over target_modules; ["all-linear"] becomes the "all-linear" string; an
+// empty target_modules becomes null (PEFT's per-model-type default, resolved by attach_lora);
 // init "default" -> true; an empty modules_to_save -> null.
 LoraConfig lora_config_from_section(const config::AdapterSection& section);
 

@@ -32,6 +32,7 @@ struct PeftModelView {
   std::string output_embeddings;  // module get_output_embeddings() returns (lm_head); empty when none
   std::string base_model_class;   // "XLMRobertaForQuestionAnswering": auto_mapping when task_type is null
   std::string parent_library;     // "transformers.models.xlm_roberta.modeling_xlm_roberta"
+  std::string model_type;         // config.json's model_type: picks PEFT's default target_modules
 
   // Every module path holding a parameter (all dot-prefixes of parameter names), parents first.
   std::vector<std::string> module_names() const;
@@ -77,6 +78,8 @@ struct LoraSummary {
 // Throws Error when nothing matches, when the config is unsupported, or when a task head that PEFT adds to
 // modules_to_save after injection (QUESTION_ANS: qa_outputs) was itself targeted (PEFT 0.21.2 then fails
 // with "modules_to_save cannot be applied to modules of type lora.Linear").
+// A null target_modules is PEFT's default for view.model_type (peft_default_target_modules); the
+// summary's config holds the resolved list, which save_adapter writes, as PEFT saves the resolved set.
 LoraSummary attach_lora(PeftModelView& view, const LoraConfig& config, uint64_t seed);
 
 // PeftModel.save_pretrained into folder `dir`: adapter_config.json (inference_mode true; auto_mapping
