@@ -48,8 +48,9 @@ Schema bind_schema(RunConfig& c) {
   s.add_int("adapter.r", &c.adapter.r, "LoRA rank");
   s.add_float("adapter.alpha", &c.adapter.alpha, "lora_alpha; scaling = alpha / r");
   s.add_float("adapter.dropout", &c.adapter.dropout, "lora_dropout probability");
-  s.add_list("adapter.target_modules", &c.adapter.target_modules,
-             "module names matched by suffix as PEFT does, or all-linear");
+  s.add_list(
+      "adapter.target_modules", &c.adapter.target_modules,
+      "module names matched by suffix as PEFT does, all-linear, or [] for PEFT's default of the model type");
   s.add_string("adapter.target_regex", &c.adapter.target_regex,
                "PEFT regex string (full match) used instead of target_modules");
   s.add_choice("adapter.bias", &c.adapter.bias, {"none", "all", "lora_only"}, "which biases train");
