@@ -54,7 +54,17 @@ struct InferOptions {
   bool chat = false;            // interactive multi-turn session on stdin
   bool merge = false;           // fold the adapter into the weights before generating
   int64_t num_beams = 1;        // seq2seq (T5) beam search
+  bool load_in_4bit = false;    // NF4 + double quant base (bitsandbytes format), compute in --dtype
+  bool load_in_8bit = false;    // int8 base (LLM.int8 with threshold 6)
 };
+
+models::QuantizeOptions quantize_options(const InferOptions& opts) {
+  models::QuantizeOptions q;
+  q.load_in_4bit = opts.load_in_4bit;
+  q.load_in_8bit = opts.load_in_8bit;
+  q.compute_dtype = opts.dtype == "bf16" ? at::kBFloat16 : opts.dtype == "fp16" ? at::kHalf : at::kFloat;
+  return q;
+}
 
 // The prompt the model sees: raw text, a single-turn template, or a chat template rendered up to the
 // assistant's turn (HF apply_chat_template with add_generation_prompt=True: everything before the
@@ -235,7 +245,8 @@ Json run_generate(const InferOptions& opts) {
     fail("generate needs --prompt TEXT or --input prompts.jsonl");
   if (opts.input.empty() && !opts.output.empty()) fail("--output needs --input (a JSONL of prompts)");
   if (opts.batch_size < 1) fail("--batch-size must be >= 1");
-  auto lm = tasks::load_causal_lm_bundle(opts.model, "", opts.adapter, opts.dtype, opts.merge);
+  auto lm = tasks::load_causal_lm_bundle(opts.model, "", opts.adapter, opts.dtype, opts.merge,
+                                         quantize_options(opts));
   const Tokenizer& tok = *lm.tokenizer;
   const std::vector<PromptRecord> prompts = generate_inputs(opts);
   const bool stream = !opts.json && opts.input.empty();
@@ -322,7 +333,8 @@ Json run_generate(const InferOptions& opts) {
 // "/exit" or end of input ends the session.
 Json run_chat(const InferOptions& opts) {
   if (!chat_template(opts)) fail("--chat needs --template chatml or --template llama-2");
-  auto lm = tasks::load_causal_lm_bundle(opts.model, "", opts.adapter, opts.dtype, opts.merge);
+  auto lm = tasks::load_causal_lm_bundle(opts.model, "", opts.adapter, opts.dtype, opts.merge,
+                                         quantize_options(opts));
   const Tokenizer& tok = *lm.tokenizer;
   std::vector<data::ChatMessage> history;
   int64_t turns = 0;
@@ -448,6 +460,10 @@ void add_infer_command(CLI::App& app, Registry& registry, const GlobalOptions& g
   sub->add_option("--system", opts->system, "chat templates: system message");
   sub->add_flag("--chat", opts->chat, "interactive multi-turn chat on the terminal (chatml / llama-2)");
   sub->add_flag("--merge", opts->merge, "merge the adapter into the weights before generating (faster)");
+  sub->add_flag("--load-in-4bit", opts->load_in_4bit,
+                "quantize the base to NF4 + double quant (bitsandbytes)");
+  sub->add_flag("--load-in-8bit", opts->load_in_8bit, "quantize the base to int8 (LLM.int8, threshold 6)")
+      ->excludes("--load-in-4bit");
   sub->add_option("--num-beams", opts->num_beams, "T5: beam search width (1: greedy)")->capture_default_str();
   sub->footer(example_footer(
       "  qlora infer --task qa --model runs/xlmr/best --question 'Ai ...?' --context '...'\n"

@@ -16,7 +16,8 @@
 namespace qlora::tasks {
 
 CausalLmBundle load_causal_lm_bundle(const std::string& model_dir, const std::string& tokenizer_dir,
-                                     const std::string& adapter_dir, const std::string& dtype, bool merge) {
+                                     const std::string& adapter_dir, const std::string& dtype, bool merge,
+                                     const models::QuantizeOptions& quantize) {
   CausalLmBundle b;
   b.tokenizer = load_tokenizer(tokenizer_dir.empty() ? model_dir : tokenizer_dir);
   models::CausalLmLoadOptions options;
@@ -24,6 +25,13 @@ CausalLmBundle load_causal_lm_bundle(const std::string& model_dir, const std::st
   b.model = models::load_causal_lm(model_dir, options);
   check_vocab_size(*b.tokenizer, b.model->vocab_size(), model_dir);
   b.view = peft::peft_view(*b.model);
+  if (quantize.load_in_4bit || quantize.load_in_8bit) {
+    models::QuantizeOptions q = quantize;
+    q.output_module = b.view.output_embeddings;
+    const auto report = models::quantize_linears(b.view.linears, q);
+    log::info("quantized " + std::to_string(report.quantized.size()) + " linear layers (" +
+              std::to_string(report.quantized_bytes) + " bytes)");
+  }
   if (!adapter_dir.empty()) {
     b.adapter = peft::load_adapter(b.view, adapter_dir, {/*is_trainable=*/false});
     b.has_adapter = true;

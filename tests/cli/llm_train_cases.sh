@@ -57,3 +57,11 @@ expect_status 0 "eval rouge with a T5 model" "$bin" eval --metric rouge --model 
 expect_status 0 "infer T5" "$bin" infer --model "$t5_ckpt" --prompt "answer: How do you feel in a garden?" \
   --max-new-tokens 8 --json
 [ "$(json_get '"text" in j')" = "True" ] && ok || bad "infer T5: $(last_json)"
+
+# --- quantized bases for inference (NF4 + double quant, int8) with the adapter on top ---
+for q in --load-in-4bit --load-in-8bit; do
+  expect_status 0 "infer $q" "$bin" infer --model "$root/data/models/aidreams260K" --adapter "$sft_ckpt" $q \
+    --template "$sft_template" --prompt "How do you feel in a garden?" --max-new-tokens 12 --temperature 0 --json
+  [ "$(json_get 'j["generated_tokens"] > 0')" = "True" ] && ok || bad "infer $q: $(last_json)"
+  contains "infer $q logs the quantization" "$err" "quantized 28 linear layers"
+done

@@ -12,6 +12,7 @@
 #include "qlora/core/jsonl.h"
 #include "qlora/data/sft.h"
 #include "qlora/models/causal_lm.h"
+#include "qlora/models/quantize.h"
 #include "qlora/peft/lora_model.h"
 #include "qlora/tokenizer/tokenizer.h"
 #include "qlora/train/trainer.h"
@@ -27,11 +28,12 @@ struct CausalLmBundle {
   bool has_adapter = false;
 };
 
-// Loads model_dir (+ tokenizer_dir, default model_dir) in `dtype` and, when adapter_dir is set, a PEFT
-// adapter for inference (merge = true folds it into the weights for speed).
+// Loads model_dir (+ tokenizer_dir, default model_dir) in `dtype`, quantizes its linears when `quantize` asks
+// for 4-bit or int8 bases (as transformers' load_in_4bit / load_in_8bit), and, when adapter_dir is set,
+// attaches a PEFT adapter for inference (merge = true folds it into the weights, dense again).
 CausalLmBundle load_causal_lm_bundle(const std::string& model_dir, const std::string& tokenizer_dir,
                                      const std::string& adapter_dir, const std::string& dtype,
-                                     bool merge = false);
+                                     bool merge = false, const models::QuantizeOptions& quantize = {});
 
 // Right-padded batch of SFT samples: input_ids [B, T], attention_mask [B, T], labels [B, T] (-100 on
 // padding), segment_ids [B, T] when the samples are packed rows.
