@@ -13,33 +13,13 @@
 #include "qlora/io/safetensors.h"
 #include "qlora/peft/lora_config.h"
 #include "qlora/tasks/task_runner.h"
-#include "qlora/train/metrics_writer.h"
 
 namespace qlora::tasks {
 
 namespace {
 
-at::ScalarType parse_dtype(const std::string& dtype) {
-  if (dtype == "fp32") return at::kFloat;
-  if (dtype == "bf16") return at::kBFloat16;
-  if (dtype == "fp16") return at::kHalf;
-  fail("unknown dtype '" + dtype + "' (fp32, bf16, fp16)");
-}
-
 at::Tensor rows_tensor(const std::vector<int64_t>& values, int64_t rows, int64_t cols) {
   return at::from_blob(const_cast<int64_t*>(values.data()), {rows, cols}, at::kLong).clone();
-}
-
-// Tokenizer and config files a saved full model needs beside its weights to load on its own.
-const char* const kModelSideFiles[] = {"config.json",    "generation_config.json",  "tokenizer_config.json",
-                                       "tokenizer.json", "special_tokens_map.json", "sentencepiece.bpe.model",
-                                       "spiece.model",   "tokenizer.model",         "vocab.txt"};
-
-void copy_side_files(const std::string& from_dir, const std::string& to_dir) {
-  for (const char* name : kModelSideFiles) {
-    const std::string src = fsys::join(from_dir, name);
-    if (fsys::exists(src)) write_file_atomic(fsys::join(to_dir, name), read_file(src));
-  }
 }
 
 }  // namespace
@@ -52,7 +32,7 @@ QaModel load_qa_model(const std::string& model_dir, const std::string& tokenizer
   options.head = models::EncoderHead::kQuestionAnswering;
   m.model = std::make_unique<models::EncoderModel>(models::load_encoder(model_dir, options));
   check_vocab_size(*m.tokenizer, m.model->config.vocab_size, model_dir);
-  const at::ScalarType type = parse_dtype(dtype);
+  const at::ScalarType type = parse_dtype_name(dtype);
   if (type != at::kFloat) m.model->to(type);
   m.view = peft::peft_view(*m.model);
   if (!adapter_dir.empty()) {
@@ -224,9 +204,9 @@ void QaTrainTask::save_model(const std::string& dir) {
   NamedTensors tensors;
   for (const auto& p : qa_.view.parameters) tensors.emplace_back(p.first, p.second->detach().contiguous());
   save_checkpoint(dir, tensors);
-  copy_side_files(config_.model.path, dir);
+  copy_model_side_files(config_.model.path, dir);
   const std::string tok = config_.model.tokenizer;
-  if (!tok.empty() && tok != config_.model.path) copy_side_files(tok, dir);
+  if (!tok.empty() && tok != config_.model.path) copy_model_side_files(tok, dir);
 }
 
 void QaTrainTask::load_model(const std::string& dir) {
@@ -259,56 +239,7 @@ Json QaTrainTask::describe() const {
 
 Json run_qa_training(const config::RunConfig& config, const std::string& resume_from) {
   QaTrainTask task(config);
-  train::TrainerOptions o;
-  const auto& t = config.train;
-  o.output_dir = t.output_dir;
-  o.epochs = t.epochs;
-  o.max_steps = t.max_steps;
-  o.micro_batch_size = t.micro_batch_size;
-  o.gradient_accumulation_steps = t.gradient_accumulation_steps;
-  o.learning_rate = t.learning_rate;
-  o.weight_decay = t.weight_decay;
-  o.adam_beta1 = t.adam_beta1;
-  o.adam_beta2 = t.adam_beta2;
-  o.adam_epsilon = t.adam_epsilon;
-  o.lr_scheduler = t.lr_scheduler;
-  o.warmup_steps = t.warmup_steps;
-  o.warmup_ratio = t.warmup_ratio;
-  o.max_grad_norm = t.max_grad_norm;
-  o.seed = t.seed;
-  o.logging_steps = t.logging_steps;
-  o.eval_steps = t.eval_steps;
-  o.save_steps = t.save_steps;
-  o.save_total_limit = t.save_total_limit;
-  o.metric_for_best = t.metric_for_best;
-  o.early_stopping_patience = t.early_stopping_patience;
-  o.gradient_checkpointing = t.gradient_checkpointing;
-  o.mixed_precision = t.mixed_precision;
-  o.optim = t.optim;
-
-  fsys::create_directories(o.output_dir);
-  config::RunConfig copy = config;
-  write_file_atomic(fsys::join(o.output_dir, "run_config.json"),
-                    config::bind_schema(copy).to_json().dump(2) + "\n");
-  train::MetricsWriter writer(o.output_dir);
-  const auto sink = [&writer](const Json& record) {
-    train::MetricValues values;
-    for (const auto& [key, value] : record.items()) {
-      if (key == "step" || key == "epoch" || key == "split" || !value.is_number()) continue;
-      values.emplace_back(key, value.get<double>());
-    }
-    const auto split = record["split"] == "eval" ? train::Split::kEval : train::Split::kTrain;
-    writer.log(split, record["step"].get<int64_t>(), record["epoch"].get<double>(), values);
-    if (split == train::Split::kEval)
-      log::info("eval at step " + record["step"].dump() + ": " + record.dump());
-  };
-  const auto summary = train::run_training(task, o, resume_from, sink);
-  writer.close();
-  Json out = summary.to_json();
-  out["model"] = task.describe();
-  out["metrics_file"] = writer.metrics_path();
-  out["tensorboard_file"] = writer.event_path();
-  return out;
+  return run_task_training(task, config, resume_from, [&task] { return task.describe(); });
 }
 
 }  // namespace qlora::tasks

@@ -64,8 +64,7 @@ SftBatch collate_sft(const std::vector<const data::SftSample*>& samples, int64_t
       ids[b][static_cast<int64_t>(t)] = s.input_ids[t];
       mask[b][static_cast<int64_t>(t)] = 1;
       labels[b][static_cast<int64_t>(t)] = s.labels[t];
-      if (packed)
-        batch.segment_ids[b][static_cast<int64_t>(t)] = s.segment_ids.empty() ? 0 : s.segment_ids[t];
+      if (packed) segments[b][static_cast<int64_t>(t)] = s.segment_ids.empty() ? 0 : s.segment_ids[t];
     }
     batch.tokens += static_cast<int64_t>(s.input_ids.size());
   }

@@ -89,6 +89,9 @@ train::TrainerOptions trainer_options(const config::RunConfig& config) {
   o.save_total_limit = t.save_total_limit;
   o.metric_for_best = t.metric_for_best;
   o.early_stopping_patience = t.early_stopping_patience;
+  o.gradient_checkpointing = t.gradient_checkpointing;
+  o.mixed_precision = t.mixed_precision;
+  o.optim = t.optim;
   return o;
 }
 

@@ -1,10 +1,11 @@
+# Paths in the demo configs are relative to the repository root; the tests override them absolutely.
 # Decoder SFT and T5 seq2seq training through the binary on the shipped tiny models (data/models), then
 # infer with the adapter, export, eval with a model. Sourced by run_cli_tests.sh (its helpers, $work,
 # $root, $bin). Short runs: they prove the paths work end to end and the loss falls, not model quality.
 
 # --- SFT: LoRA on aidreams260K (the demo's compact template), 3 epochs of 48 samples ---
 sft_template=$'### Instruction:\n{instruction}\n{input}\n### Response:\n'  # as configs/demo_sft_aidreams.yaml
-expect_status 0 "sft train" "$bin" train --config "$root/configs/demo_sft_aidreams.yaml" \
+expect_status 0 "sft train" "$bin" train --config "$root/configs/demo_sft_aidreams.yaml" --set model.path="$root/data/models/aidreams260K" \
   --set data.train_file="$root/data/instruct-demo/train.jsonl" --set data.valid_file="$root/data/instruct-demo/valid.jsonl" \
   --set data.max_samples=48 --set train.epochs=3 --set train.output_dir="$work/sft" --json
 [ "$(json_get 'j["global_step"]')" = "9" ] && ok || bad "sft steps: $(last_json)"
@@ -16,6 +17,14 @@ evals = [json.loads(l) for l in open(sys.argv[1]) if '"eval"' in l]
 assert len(evals) == 3 and evals[-1]["loss"] < evals[0]["loss"], evals
 PY
 sft_ckpt=$(json_get 'j["final_checkpoint"]')
+sft_summary=$(last_json)
+
+# Packing: samples share rows (segment ids keep attention and positions per sample).
+expect_status 0 "sft train packed" "$bin" train --config "$root/configs/demo_sft_aidreams.yaml" --set model.path="$root/data/models/aidreams260K" \
+  --set data.train_file="$root/data/instruct-demo/train.jsonl" --set data.valid_file= \
+  --set data.max_samples=48 --set data.packing=true --set train.epochs=1 --set train.output_dir="$work/sft_packed" --json
+[ "$(json_get 'j["model"]["train_rows"] < j["model"]["train_samples"] == 48')" = "True" ] && ok || bad "packing: $(last_json)"
+out=$sft_summary
 [ -f "$sft_ckpt/adapter_model.safetensors" ] && [ -f "$sft_ckpt/adapter_config.json" ] && ok || bad "no PEFT adapter in $sft_ckpt"
 contains "adapter task type" "$(cat "$sft_ckpt/adapter_config.json")" '"task_type": "CAUSAL_LM"'
 
@@ -36,7 +45,7 @@ expect_status 1 "export refuses existing" "$bin" export --model "$root/data/mode
 contains "export existing message" "$err" "already exists"
 
 printf '{"instruction": "x"}\n{"instruction": \n' >"$work/bad_sft.jsonl"
-expect_status 1 "sft bad jsonl" "$bin" train --config "$root/configs/demo_sft_aidreams.yaml" \
+expect_status 1 "sft bad jsonl" "$bin" train --config "$root/configs/demo_sft_aidreams.yaml" --set model.path="$root/data/models/aidreams260K" \
   --set data.train_file="$work/bad_sft.jsonl" --set data.valid_file= --set train.output_dir="$work/sft_bad"
 contains "sft bad jsonl names file:line" "$err" "bad_sft.jsonl:"
 
@@ -46,7 +55,7 @@ for line in open(sys.argv[1], encoding="utf-8"):
     r = json.loads(line)
     print(json.dumps({"source": (r["instruction"] + " " + r["input"]).strip(), "target": r["output"]}))' \
   "$root/data/instruct-demo/valid.jsonl" >"$work/t5_pairs.jsonl"
-expect_status 0 "seq2seq train" "$bin" train --config "$root/configs/demo_t5_tiny.yaml" \
+expect_status 0 "seq2seq train" "$bin" train --config "$root/configs/demo_t5_tiny.yaml" --set model.path="$root/data/models/t5-tiny" \
   --set data.train_file="$work/t5_pairs.jsonl" --set data.valid_file="$work/t5_pairs.jsonl" --set train.epochs=2 \
   --set train.eval_steps=0 --set train.save_steps=0 --set train.output_dir="$work/t5" --json
 [ "$(json_get '"rougeL" == j["best_metric_name"]')" = "True" ] && ok || bad "seq2seq best metric: $(last_json)"
