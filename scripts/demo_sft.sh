@@ -30,8 +30,9 @@ echo "== before fine-tuning (base model, greedy)" >&2
 ask
 echo "== train (LoRA on all linear layers, 8 epochs)" >&2
 rm -rf "$out"
-"$qlora" train --config configs/demo_sft_aidreams.yaml --set train.output_dir="$out" --json | tail -n 1 >"$out.summary.json"
-best=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["best_checkpoint"])' "$out.summary.json")
+mkdir -p "$out"
+"$qlora" train --config configs/demo_sft_aidreams.yaml --set train.output_dir="$out" --json | tail -n 1 >"$out/train_summary.json"
+best=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["best_checkpoint"])' "$out/train_summary.json")
 echo "== after fine-tuning ($best)" >&2
 ask --adapter "$best"
 echo "== export a merged checkpoint" >&2
