@@ -74,3 +74,11 @@ for q in --load-in-4bit --load-in-8bit; do
   [ "$(json_get 'j["generated_tokens"] > 0')" = "True" ] && ok || bad "infer $q: $(last_json)"
   contains "infer $q logs the quantization" "$err" "quantized 28 linear layers"
 done
+
+# --- interactive chat: two turns on stdin, history kept, /exit ends the session ---
+printf 'Hello there.\nHow do you feel in a garden?\n/exit\n' >"$work/chat_in.txt"
+expect_status 0 "infer --chat" bash -c '"$0" infer --model "$1" --template llama-2 --chat --max-new-tokens 8 \
+  --temperature 0 --json <"$2"' "$bin" "$root/data/models/aidreams260K" "$work/chat_in.txt"
+[ "$(json_get 'j["task"] == "chat" and j["turns"] == 2')" = "True" ] && ok || bad "chat turns: $(last_json)"
+expect_status 1 "chat needs a chat template" "$bin" infer --model "$root/data/models/aidreams260K" --template alpaca --chat
+contains "chat template message" "$err" "--chat needs --template chatml or --template llama-2"
