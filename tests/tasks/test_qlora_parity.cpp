@@ -59,7 +59,8 @@ TEST(QloraParity, PackedWeightsAndAbsmaxEqualBitsandbytes) {
   for (const auto& [name, linear] : m.view.linears) {
     ASSERT_TRUE(linear->base.q4) << name;
     // Byte-for-byte: bnb's CPU quantizer and ours agree on these weights (no all-zero block, no LUT tie).
-    EXPECT_TRUE(at::equal(linear->base.q4->packed.reshape(-1), dump.tensor("bnb." + name + ".packed"))) << name;
+    EXPECT_TRUE(at::equal(linear->base.q4->packed.reshape(-1), dump.tensor("bnb." + name + ".packed")))
+        << name;
     EXPECT_TRUE(at::equal(linear->base.q4->absmax, dump.tensor("bnb." + name + ".absmax"))) << name;
   }
 }
