@@ -41,21 +41,6 @@ std::string shape_str(at::IntArrayRef shape) {
   return s + "]";
 }
 
-double lowest(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return static_cast<double>(std::numeric_limits<float>::lowest());
-    case at::kDouble:
-      return std::numeric_limits<double>::lowest();
-    case at::kHalf:
-      return static_cast<double>(std::numeric_limits<at::Half>::lowest());
-    case at::kBFloat16:
-      return static_cast<double>(std::numeric_limits<at::BFloat16>::lowest());
-    default:
-      fail(std::string("decoder_attention_bias: unsupported dtype ") + c10::toString(dtype));
-  }
-}
-
 // The RoPE section of config.json: transformers 5 writes "rope_parameters" (with rope_theta inside);
 // older files have "rope_scaling" (null when unscaled) beside a top-level "rope_theta".
 nn::RopeConfig parse_rope(const HfConfig& hf, int64_t head_dim, int64_t max_positions) {
@@ -373,7 +358,7 @@ at::Tensor decoder_attention_bias(int64_t B, int64_t T, int64_t S, const at::Ten
     allowed = allowed.logical_and(segment_ids.view({B, 1, T, 1}).eq(segment_ids.view({B, 1, 1, T})));
   }
   return at::zeros({B, 1, T, S + T}, at::TensorOptions().dtype(dtype))
-      .masked_fill(allowed.logical_not(), lowest(dtype));
+      .masked_fill(allowed.logical_not(), nn::dtype_lowest(dtype));
 }
 
 at::Tensor default_position_ids(const CausalLmInputs& in, int64_t S) {

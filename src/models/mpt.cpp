@@ -61,21 +61,6 @@ std::string shape_str(at::IntArrayRef shape) {
   return s + "]";
 }
 
-double lowest(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return static_cast<double>(std::numeric_limits<float>::lowest());
-    case at::kDouble:
-      return std::numeric_limits<double>::lowest();
-    case at::kHalf:
-      return static_cast<double>(std::numeric_limits<at::Half>::lowest());
-    case at::kBFloat16:
-      return static_cast<double>(std::numeric_limits<at::BFloat16>::lowest());
-    default:
-      fail(std::string("mpt: unsupported dtype ") + c10::toString(dtype));
-  }
-}
-
 class MptModel final : public CausalLM {
  public:
   MptModel(MptConfig c, std::string json) : c_(c), json_(std::move(json)) {
@@ -314,7 +299,7 @@ class MptModel final : public CausalLM {
     }  // one kv head (multiquery) broadcasts in the matmuls
     at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * c_.softmax_scale;  // [B, H, T, s_k]
     if (bias.defined()) scores = scores + bias;  // a float32 bias promotes the scores to float32
-    const double min_q = lowest(q.scalar_type());
+    const double min_q = nn::dtype_lowest(q.scalar_type());
     if (key_masked.defined()) scores = scores.masked_fill(key_masked, min_q);
     if (T > 1) {
       // tril over max(T, s_k), last T rows and s_k columns: query i sees keys j <= i + s_k - T.

@@ -94,21 +94,6 @@ std::string shape_str(at::IntArrayRef shape) {
   return s + "]";
 }
 
-double lowest(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return static_cast<double>(std::numeric_limits<float>::lowest());
-    case at::kDouble:
-      return std::numeric_limits<double>::lowest();
-    case at::kHalf:
-      return static_cast<double>(std::numeric_limits<at::Half>::lowest());
-    case at::kBFloat16:
-      return static_cast<double>(std::numeric_limits<at::BFloat16>::lowest());
-    default:
-      fail(std::string("t5: unsupported dtype ") + c10::toString(dtype));
-  }
-}
-
 // T5LayerNorm: RMS over the last dim with the variance in float32, no mean and no bias; the
 // normalised value is cast to the weight's dtype only for half weights (then weight * x).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -464,7 +449,7 @@ at::Tensor decode(const T5Model& model, const at::Tensor& decoder_input_ids, T5K
   // Causal mask over the cached and new tokens: query t (at past + t) sees keys 0 .. past + t.
   const at::Tensor future = at::ones({T, total}, at::TensorOptions().dtype(at::kBool)).triu(past + 1);
   const at::Tensor causal =
-      at::zeros({T, total}, x.options()).masked_fill(future, lowest(dtype));  // [T, past+T]
+      at::zeros({T, total}, x.options()).masked_fill(future, nn::dtype_lowest(dtype));  // [T, past+T]
   const at::Tensor enc_mask = nn::padding_mask_bias(
       encoder_mask.defined() ? encoder_mask : at::ones({B, S}, at::TensorOptions().dtype(at::kLong)),
       dtype);  // [B, 1, 1, S]

@@ -9,23 +9,25 @@
 
 namespace qlora::nn {
 
+double dtype_lowest(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return static_cast<double>(std::numeric_limits<float>::lowest());
+    case at::kDouble:
+      return std::numeric_limits<double>::lowest();
+    case at::kHalf:
+      return static_cast<double>(std::numeric_limits<at::Half>::lowest());
+    case at::kBFloat16:
+      return static_cast<double>(std::numeric_limits<at::BFloat16>::lowest());
+    default:
+      fail(std::string("attention mask: unsupported dtype ") + c10::toString(dtype));
+  }
+}
+
 at::Tensor padding_mask_bias(const at::Tensor& mask, at::ScalarType dtype) {
   if (mask.dim() != 2)
     fail("padding_mask_bias: mask must be [B, T], got " + std::to_string(mask.dim()) + " dims");
-  const double min = [&] {
-    switch (dtype) {
-      case at::kFloat:
-        return static_cast<double>(std::numeric_limits<float>::lowest());
-      case at::kDouble:
-        return std::numeric_limits<double>::lowest();
-      case at::kHalf:
-        return static_cast<double>(std::numeric_limits<at::Half>::lowest());
-      case at::kBFloat16:
-        return static_cast<double>(std::numeric_limits<at::BFloat16>::lowest());
-      default:
-        fail(std::string("padding_mask_bias: unsupported dtype ") + c10::toString(dtype));
-    }
-  }();
+  const double min = dtype_lowest(dtype);
   const at::Tensor keep = mask.to(dtype).unsqueeze(1).unsqueeze(1);  // [B, 1, 1, T]
   return (1.0 - keep) * min;
 }

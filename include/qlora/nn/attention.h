@@ -7,6 +7,9 @@
 
 namespace qlora::nn {
 
+// torch.finfo(dtype).min: the value HF masks fill with (fp32, fp64, fp16, bf16; Error otherwise).
+double dtype_lowest(at::ScalarType dtype);
+
 // The additive key mask of HF encoders: (1 - mask) * finfo(dtype).min, so a masked key gets the
 // most negative finite value rather than -inf (a fully masked row then softmaxes to uniform, not NaN).
 // mask: [B, T] of 0/1 (any integer or float type) -> [B, 1, 1, T] in `dtype`.
