@@ -119,6 +119,21 @@ const SafetensorsEntry& Checkpoint::entry(const std::string& name) const {
 
 at::Tensor Checkpoint::tensor(const std::string& name) const { return files_[file_index(name)].tensor(name); }
 
+at::Tensor Checkpoint::tensor(const std::string& name, at::IntArrayRef shape) const {
+  at::Tensor t = tensor(name);
+  if (t.sizes() != shape) {
+    fail(path_ + ": tensor '" + name + "' has shape " + shape_string(t.sizes()) + ", expected " +
+         shape_string(shape) + " from the config");
+  }
+  return t;
+}
+
+std::string shape_string(at::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 const SafetensorsFile& Checkpoint::file_of(const std::string& name) const { return files_[file_index(name)]; }
 
 std::vector<std::string> save_checkpoint(const std::string& dir, const NamedTensors& tensors,

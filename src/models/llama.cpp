@@ -12,6 +12,7 @@
 #include "qlora/core/error.h"
 #include "qlora/core/fs.h"
 #include "qlora/io/checkpoint.h"
+#include "qlora/models/quantize.h"
 #include "qlora/nn/attention.h"
 #include "qlora/nn/checkpoint.h"
 
@@ -34,12 +35,6 @@ struct ModuleSlot {
   std::vector<int64_t> weight_shape;
   bool optional = false;
 };
-
-std::string shape_str(at::IntArrayRef shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 // The RoPE section of config.json: transformers 5 writes "rope_parameters" (with rope_theta inside);
 // older files have "rope_scaling" (null when unscaled) beside a top-level "rope_theta".
@@ -124,17 +119,14 @@ class LlamaModel final : public CausalLM {
     const Checkpoint ckpt = open_checkpoint(dir);
     for (const ModuleSlot& s : module_table()) {
       auto read = [&](const std::string& name, const std::vector<int64_t>& shape, at::Tensor& slot) {
-        const at::Tensor t = ckpt.tensor(name);
-        if (t.sizes() != at::IntArrayRef(shape)) {
-          fail(ckpt.path() + ": tensor '" + name + "' has shape " + shape_str(t.sizes()) + ", expected " +
-               shape_str(shape) + " from the config");
-        }
-        slot = t.to(dtype).clone();  // own the memory rather than alias the file mapping
+        slot =
+            ckpt.tensor(name, shape).to(dtype).clone();  // own the memory rather than alias the file mapping
       };
       if (s.optional) continue;  // the tied lm_head
       if (!ckpt.contains(s.module + ".weight"))
         fail(ckpt.path() + ": missing tensor '" + s.module + ".weight'");
-      read(s.module + ".weight", s.weight_shape, *s.weight);
+      if (s.linear == nullptr || !read_prequantized(ckpt, s.module, s.weight_shape, dtype, s.linear->base))
+        read(s.module + ".weight", s.weight_shape, *s.weight);
       if (s.bias != nullptr) {
         if (!ckpt.contains(s.module + ".bias")) {
           fail(ckpt.path() + ": missing tensor '" + s.module + ".bias' (the config enables this bias)");
@@ -192,7 +184,7 @@ class LlamaModel final : public CausalLM {
     if (in.attention_mask.defined() && (in.attention_mask.dim() != 2 || in.attention_mask.size(0) != B ||
                                         in.attention_mask.size(1) != S + T)) {
       fail(c_.model_type + " forward: attention_mask must be [B, S + T] = [" + std::to_string(B) + ", " +
-           std::to_string(S + T) + "], got " + shape_str(in.attention_mask.sizes()));
+           std::to_string(S + T) + "], got " + shape_string(in.attention_mask.sizes()));
     }
     if (cache != nullptr && cache->keys.empty()) {
       cache->keys.resize(layers_.size());

@@ -30,6 +30,7 @@
 #include "qlora/core/fs.h"
 #include "qlora/io/checkpoint.h"
 #include "qlora/models/llama.h"
+#include "qlora/models/quantize.h"
 #include "qlora/nn/attention.h"
 #include "qlora/nn/checkpoint.h"
 #include "qlora/nn/norm.h"
@@ -54,12 +55,6 @@ struct ModuleSlot {
   nn::Linear* linear = nullptr;
   std::vector<int64_t> weight_shape;
 };
-
-std::string shape_str(at::IntArrayRef shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 class MptModel final : public CausalLM {
  public:
@@ -110,12 +105,7 @@ class MptModel final : public CausalLM {
   void load(const std::string& dir, at::ScalarType dtype) {
     const Checkpoint ckpt = open_checkpoint(dir);
     auto read = [&](const std::string& name, const std::vector<int64_t>& shape, at::Tensor& slot) {
-      const at::Tensor t = ckpt.tensor(name);
-      if (t.sizes() != at::IntArrayRef(shape)) {
-        fail(ckpt.path() + ": tensor '" + name + "' has shape " + shape_str(t.sizes()) + ", expected " +
-             shape_str(shape) + " from the config");
-      }
-      slot = t.to(dtype).clone();  // own the memory rather than alias the file mapping
+      slot = ckpt.tensor(name, shape).to(dtype).clone();  // own the memory rather than alias the file mapping
     };
     for (const ModuleSlot& s : module_table()) {
       if (!ckpt.contains(s.module + ".weight")) {
@@ -125,7 +115,8 @@ class MptModel final : public CausalLM {
         if (s.module == "lm_head") why = " (config.json: tie_word_embeddings is false)";
         fail(ckpt.path() + ": missing tensor '" + s.module + ".weight'" + why);
       }
-      read(s.module + ".weight", s.weight_shape, *s.weight);
+      if (s.linear == nullptr || !read_prequantized(ckpt, s.module, s.weight_shape, dtype, s.linear->base))
+        read(s.module + ".weight", s.weight_shape, *s.weight);
       if (s.bias != nullptr) {
         if (!ckpt.contains(s.module + ".bias")) {
           fail(ckpt.path() + ": missing tensor '" + s.module + ".bias' (config.json: no_bias is false)");
@@ -180,12 +171,12 @@ class MptModel final : public CausalLM {
     if (in.segment_ids.defined() && S != 0) fail("mpt forward: segment_ids cannot be used with a cache");
     if (in.segment_ids.defined() && in.segment_ids.sizes() != ids.sizes()) {
       fail("mpt forward: segment_ids must be [B, T] like input_ids, got " +
-           shape_str(in.segment_ids.sizes()));
+           shape_string(in.segment_ids.sizes()));
     }
     if (in.attention_mask.defined() && (in.attention_mask.dim() != 2 || in.attention_mask.size(0) != B ||
                                         in.attention_mask.size(1) != s_k)) {
       fail("mpt forward: attention_mask must be [B, S + T] = [" + std::to_string(B) + ", " +
-           std::to_string(s_k) + "], got " + shape_str(in.attention_mask.sizes()));
+           std::to_string(s_k) + "], got " + shape_string(in.attention_mask.sizes()));
     }
     // llm-foundry asserts T <= max_seq_len and its bias slice breaks past it; wpe has max_seq_len rows.
     if (s_k > c_.max_seq_len && (c_.alibi || c_.learned_pos_emb)) {

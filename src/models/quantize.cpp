@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include "qlora/core/error.h"
+#include "qlora/io/checkpoint.h"
+#include "qlora/ops/bnb_serialization.h"
 
 namespace qlora::models {
 
@@ -36,6 +38,11 @@ QuantizeReport quantize_linears(const std::vector<std::pair<std::string, nn::Lin
   if (o.load_in_4bit && o.load_in_8bit)
     fail("quantization: load_in_4bit and load_in_8bit cannot both be set");
   for (const auto& [module, linear] : linears) {
+    if (linear->base.quantized()) {  // read pre-quantized from a bitsandbytes checkpoint
+      report.quantized.push_back(module);
+      report.quantized_bytes += state_bytes(linear->base);
+      continue;
+    }
     bool skip = matches(module, o.output_module);
     for (const auto& s : o.skip_modules) skip = skip || matches(module, s);
     if (skip || !linear->base.weight.defined()) {
@@ -52,6 +59,47 @@ QuantizeReport quantize_linears(const std::vector<std::pair<std::string, nn::Lin
     report.quantized.push_back(module);
   }
   return report;
+}
+
+bool read_prequantized(const Checkpoint& ckpt, const std::string& module, const std::vector<int64_t>& shape,
+                       std::optional<at::ScalarType> compute_dtype, nn::LinearBase& base,
+                       std::set<std::string>* used) {
+  const std::string prefix = module + ".";
+  const std::string w = prefix + "weight";
+  const bool four_bit = ckpt.contains(w + ".quant_state.bitsandbytes__nf4") ||
+                        ckpt.contains(w + ".quant_state.bitsandbytes__fp4");
+  const bool int8 = ckpt.contains(prefix + "SCB");
+  if (!four_bit && !int8) return false;
+  if (four_bit && int8) fail(ckpt.path() + ": '" + module + "' has both 4-bit and int8 (SCB) tensors");
+  auto lookup = [&](const std::string& name) {
+    if (!ckpt.contains(name)) return at::Tensor();
+    if (used != nullptr) used->insert(name);
+    return ckpt.tensor(name).clone();  // own the memory rather than alias the file mapping
+  };
+  at::NoGradGuard no_grad;
+  if (four_bit) {
+    auto state =
+        std::make_shared<ops::QuantState4bit>(ops::quant_state_from_tensors(lookup, prefix, ckpt.path()));
+    if (state->shape != shape) {
+      fail(ckpt.path() + ": 4-bit tensor '" + w + "' has quant_state shape " + shape_string(state->shape) +
+           ", expected " + shape_string(shape) + " from the config");
+    }
+    base.compute_dtype = compute_dtype.value_or(state->dtype);
+    base.q4 = std::move(state);
+  } else {
+    auto q8 = std::make_shared<ops::Int8Weight>(ops::int8_from_tensors(
+        lookup(w), lookup(prefix + "SCB"), lookup(prefix + "weight_format"), prefix, ckpt.path()));
+    if (q8->cb.sizes() != at::IntArrayRef(shape)) {
+      fail(ckpt.path() + ": int8 tensor '" + w + "' has shape " + shape_string(q8->cb.sizes()) +
+           ", expected " + shape_string(shape) + " from the config");
+    }
+    base.compute_dtype = compute_dtype.value_or(at::kFloat);
+    base.int8_threshold =
+        6.0;  // Linear8bitLt's default; the config's llm_int8_threshold is applied by callers
+    base.q8 = std::move(q8);
+  }
+  base.weight = at::Tensor();
+  return true;
 }
 
 }  // namespace qlora::models

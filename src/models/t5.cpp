@@ -12,6 +12,7 @@
 #include "qlora/core/error.h"
 #include "qlora/core/log.h"
 #include "qlora/io/checkpoint.h"
+#include "qlora/models/quantize.h"
 #include "qlora/nn/attention.h"
 #include "qlora/nn/checkpoint.h"
 
@@ -86,12 +87,6 @@ T5Model skeleton(const T5Config& config) {
   m.encoder.blocks.resize(static_cast<size_t>(config.num_layers));
   m.decoder.blocks.resize(static_cast<size_t>(config.num_decoder_layers));
   return m;
-}
-
-std::string shape_str(at::IntArrayRef shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 // T5LayerNorm: RMS over the last dim with the variance in float32, no mean and no bias; the
@@ -301,12 +296,10 @@ T5Model load_t5(const T5Config& config, const std::string& checkpoint_path, T5Lo
       if (s.optional) continue;
       fail(ckpt.path() + ": missing tensor '" + s.name + "'");
     }
-    const at::Tensor t = ckpt.tensor(s.name);
-    if (t.sizes() != at::IntArrayRef(s.shape)) {
-      fail(ckpt.path() + ": tensor '" + s.name + "' has shape " + shape_str(t.sizes()) + ", expected " +
-           shape_str(s.shape) + " from the config");
-    }
-    *s.tensor = t.clone();  // own the memory rather than alias the file mapping
+    const std::string module = s.name.substr(0, s.name.size() - std::string(".weight").size());
+    if (s.linear != nullptr && read_prequantized(ckpt, module, s.shape, std::nullopt, s.linear->base, &used))
+      continue;
+    *s.tensor = ckpt.tensor(s.name, s.shape).clone();  // own the memory rather than alias the file mapping
     used.insert(s.name);
   }
   if (!m.lm_head.base.weight.defined()) {

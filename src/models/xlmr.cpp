@@ -12,6 +12,7 @@
 #include "qlora/core/log.h"
 #include "qlora/io/checkpoint.h"
 #include "qlora/models/encoder.h"
+#include "qlora/models/quantize.h"
 #include "qlora/nn/attention.h"
 #include "qlora/nn/checkpoint.h"
 
@@ -112,12 +113,6 @@ EncoderModel skeleton(const EncoderConfig& config, EncoderHead head) {
   m.embedding_norm.eps = config.layer_norm_eps;
   for (EncoderLayer& L : m.layers) L.attention_norm.eps = L.output_norm.eps = config.layer_norm_eps;
   return m;
-}
-
-std::string shape_str(at::IntArrayRef shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 ProblemType parse_problem_type(const HfConfig& hf, int64_t num_labels) {
@@ -258,12 +253,7 @@ EncoderModel load_encoder(const EncoderConfig& config, const std::string& checkp
   local.prefix = prefix;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.init_seed);
   auto read = [&](const std::string& name, const std::vector<int64_t>& shape, at::Tensor& slot) {
-    const at::Tensor t = ckpt.tensor(name);
-    if (t.sizes() != at::IntArrayRef(shape)) {
-      fail(ckpt.path() + ": tensor '" + name + "' has shape " + shape_str(t.sizes()) + ", expected " +
-           shape_str(shape) + " from the config");
-    }
-    slot = t.clone();  // own the memory rather than alias the file mapping
+    slot = ckpt.tensor(name, shape).clone();  // own the memory rather than alias the file mapping
     used.insert(name);
   };
 
@@ -272,7 +262,9 @@ EncoderModel load_encoder(const EncoderConfig& config, const std::string& checkp
     const std::string stored = (is_encoder_module(s.module) ? prefix : std::string()) + s.module;
     const std::vector<int64_t> bias_shape = {s.weight_shape[0]};
     if (ckpt.contains(stored + ".weight")) {
-      read(stored + ".weight", s.weight_shape, *s.weight);
+      if (s.linear == nullptr ||
+          !read_prequantized(ckpt, stored, s.weight_shape, std::nullopt, s.linear->base, &used))
+        read(stored + ".weight", s.weight_shape, *s.weight);
       if (s.bias != nullptr) read(stored + ".bias", bias_shape, *s.bias);
       continue;
     }

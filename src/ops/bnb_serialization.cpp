@@ -135,6 +135,27 @@ BnbTensors int8_to_tensors(const Int8Weight& w, const std::string& prefix) {
   return out;
 }
 
+Int8Weight int8_from_tensors(const at::Tensor& weight, const at::Tensor& scb, const at::Tensor& weight_format,
+                             const std::string& prefix, const std::string& source) {
+  const std::string w = prefix + "weight";
+  if (!weight.defined()) fail(source + ": missing tensor '" + w + "'");
+  if (!scb.defined()) fail(source + ": missing tensor '" + prefix + "SCB'");
+  if (weight.scalar_type() != at::kChar || weight.dim() != 2)
+    fail(source + ": tensor '" + w + "' of an int8 checkpoint must be int8 [out, in]");
+  if (scb.scalar_type() != at::kFloat || scb.dim() != 1 || scb.size(0) != weight.size(0)) {
+    fail(source + ": tensor '" + prefix + "SCB' must be float32 [" + std::to_string(weight.size(0)) +
+         "] (one absmax per row of '" + w + "')");
+  }
+  if (weight_format.defined()) {
+    if (weight_format.numel() != 1 || weight_format.scalar_type() != at::kByte ||
+        weight_format.to(at::kCPU).item<uint8_t>() != 0) {
+      fail(source + ": tensor '" + prefix +
+           "weight_format' must be uint8 0 (\"row\"); other layouts are not supported");
+    }
+  }
+  return Int8Weight{weight, scb};
+}
+
 BnbQuantConfig parse_bnb_config(const Json& j, const std::string& where) {
   if (!j.is_object()) fail(where + ": quantization_config must be an object");
   if (j.value("quant_method", std::string()) != "bitsandbytes") {

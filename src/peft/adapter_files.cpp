@@ -13,18 +13,13 @@
 #include "qlora/core/error.h"
 #include "qlora/core/fs.h"
 #include "qlora/core/log.h"
+#include "qlora/io/checkpoint.h"
 #include "qlora/io/safetensors.h"
 #include "qlora/nn/lora_linear.h"
 #include "qlora/peft/target_match.h"
 
 namespace qlora::peft {
 namespace {
-
-std::string shape_string(at::IntArrayRef shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 [[noreturn]] void fail_errno(const std::string& what, const std::string& path) {
   fail(path + ": " + what + " failed: " + std::strerror(errno));

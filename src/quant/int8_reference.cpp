@@ -23,7 +23,9 @@ void int8_vectorwise_quant_reference(const uint16_t* a_f16, int64_t rows, int64_
       if (!sparse || v < threshold) amax = std::fmax(amax, v);
     }
     row_stats[r] = amax;
-    const float scale = 127.0f / amax;
+    // bnb writes A * (127.0 / row_stats), and torch evaluates scalar / tensor as reciprocal(tensor) * scalar:
+    // two float32 roundings, which decide ties such as 63.5 differently from one division.
+    const float scale = (1.0f / amax) * 127.0f;
     for (int64_t c = 0; c < cols; ++c) {
       const float v = f16_to_float(row[c]);
       const bool outlier = sparse && std::fabs(v) >= threshold;

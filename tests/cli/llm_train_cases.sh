@@ -73,7 +73,22 @@ for q in --load-in-4bit --load-in-8bit; do
     --template "$sft_template" --prompt "How do you feel in a garden?" --max-new-tokens 12 --temperature 0 --json
   [ "$(json_get 'j["generated_tokens"] > 0')" = "True" ] && ok || bad "infer $q: $(last_json)"
   contains "infer $q logs the quantization" "$err" "quantized 28 linear layers"
+  q_ids=$(json_get 'j["ids"]')
+  # The same quantized base saved as a bitsandbytes checkpoint (export --quantize) and loaded back.
+  kind=$([ "$q" = --load-in-4bit ] && echo nf4 || echo int8)
+  expect_status 0 "export --quantize $kind" "$bin" export --model "$root/data/models/aidreams260K" --out "$work/base_$kind" \
+    --quantize "$kind" --json
+  [ "$(json_get 'j["quantized_modules"] == 28')" = "True" ] && ok || bad "export --quantize $kind: $(last_json)"
+  contains "quantization_config in the $kind export" "$(cat "$work/base_$kind/config.json")" '"quant_method": "bitsandbytes"'
+  expect_status 0 "infer from the $kind checkpoint" "$bin" infer --model "$work/base_$kind" --adapter "$sft_ckpt" \
+    --template "$sft_template" --prompt "How do you feel in a garden?" --max-new-tokens 12 --temperature 0 --json
+  [ "$(json_get 'j["ids"]')" = "$q_ids" ] && ok || bad "pre-quantized $kind generates differently: $(last_json) vs $q_ids"
 done
+expect_status 0 "export merge + requantize" "$bin" export --model "$work/base_nf4" --adapter "$sft_ckpt" \
+  --out "$work/merged_nf4" --quantize nf4 --json
+contains "requantize warns" "$err" "requantizing merged weights"
+expect_status 0 "export T5" "$bin" export --model "$t5_ckpt" --out "$work/t5_export" --dtype bf16 --json
+[ "$(json_get 'j["dtype"] == "bfloat16" and j["tensors"] > 0')" = "True" ] && ok || bad "export T5: $(last_json)"
 
 # --- interactive chat: two turns on stdin, history kept, /exit ends the session ---
 printf 'Hello there.\nHow do you feel in a garden?\n/exit\n' >"$work/chat_in.txt"

@@ -30,6 +30,9 @@ class Checkpoint {
   // Throws Error naming the checkpoint, with a did-you-mean.
   const SafetensorsEntry& entry(const std::string& name) const;
   at::Tensor tensor(const std::string& name) const;
+  // tensor(name), required to have `shape`: otherwise an Error "<path>: tensor 'name' has shape [a, b],
+  // expected [c, d] from the config".
+  at::Tensor tensor(const std::string& name, at::IntArrayRef shape) const;
   // The file holding `name`.
   const SafetensorsFile& file_of(const std::string& name) const;
   const std::vector<SafetensorsFile>& files() const { return files_; }
@@ -41,6 +44,9 @@ class Checkpoint {
   std::vector<SafetensorsFile> files_;
   std::map<std::string, size_t> where_;  // tensor name -> index into files_
 };
+
+// "[2, 3]": a shape for error messages.
+std::string shape_string(at::IntArrayRef shape);
 
 // Checkpoint::open.
 Checkpoint open_checkpoint(const std::string& path);

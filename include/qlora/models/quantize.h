@@ -4,11 +4,17 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "qlora/nn/lora_linear.h"
+
+namespace qlora {
+class Checkpoint;
+}
 
 namespace qlora::models {
 
@@ -35,5 +41,15 @@ struct QuantizeReport {
 // Quantizes `linears` in place (dense weights freed). No-op unless load_in_4bit or load_in_8bit.
 QuantizeReport quantize_linears(const std::vector<std::pair<std::string, nn::Linear*>>& linears,
                                 const QuantizeOptions& options);
+
+// Pre-quantized checkpoints (transformers' bitsandbytes layout, ../shared/REFERENCE.md A2): when `ckpt`
+// stores `module`.weight as a bnb 4-bit weight (weight.absmax, weight.quant_map, [weight.nested_*],
+// weight.quant_state.bitsandbytes__nf4|fp4) or an int8 one (weight int8 + SCB + weight_format), builds
+// base.q4 / base.q8 from it (shape checked against `shape` = [out, in]), leaves base.weight undefined, sets
+// base.compute_dtype (`compute_dtype`, or the dtype recorded in the quant state / float32 for int8), adds the
+// keys it read to `used` and returns true. Returns false for a dense weight. The caller reads the bias.
+bool read_prequantized(const Checkpoint& ckpt, const std::string& module, const std::vector<int64_t>& shape,
+                       std::optional<at::ScalarType> compute_dtype, nn::LinearBase& base,
+                       std::set<std::string>* used = nullptr);
 
 }  // namespace qlora::models

@@ -39,6 +39,10 @@ void apply_quant_state_json(const std::string& json_text, QuantState4bit& state,
 
 // Int8: Linear8bitLt's state dict keys: weight (int8 CB), SCB, weight_format (uint8 scalar 0 = "row").
 BnbTensors int8_to_tensors(const Int8Weight& w, const std::string& prefix);
+// Linear8bitLt's keys back into an Int8Weight: `weight` int8 [out, in], `SCB` float32 [out] and, when
+// present, weight_format 0 ("row", the only layout bnb saves). Errors name `source` and the key.
+Int8Weight int8_from_tensors(const at::Tensor& weight, const at::Tensor& scb, const at::Tensor& weight_format,
+                             const std::string& prefix, const std::string& source);
 
 // BitsAndBytesConfig fields that matter here, with transformers' defaults (a bare load_in_4bit is FP4
 // without double quantization and a float32 compute dtype).
