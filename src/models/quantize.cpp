@@ -17,7 +17,9 @@ bool matches(const std::string& module, const std::string& name) {
          module[module.size() - name.size() - 1] == '.';
 }
 
-int64_t state_bytes(const nn::LinearBase& b) {
+}  // namespace
+
+int64_t quantized_state_bytes(const nn::LinearBase& b) {
   int64_t n = 0;
   if (b.q4) {
     for (const at::Tensor* t :
@@ -29,8 +31,6 @@ int64_t state_bytes(const nn::LinearBase& b) {
   return n;
 }
 
-}  // namespace
-
 QuantizeReport quantize_linears(const std::vector<std::pair<std::string, nn::Linear*>>& linears,
                                 const QuantizeOptions& o) {
   QuantizeReport report;
@@ -40,7 +40,7 @@ QuantizeReport quantize_linears(const std::vector<std::pair<std::string, nn::Lin
   for (const auto& [module, linear] : linears) {
     if (linear->base.quantized()) {  // read pre-quantized from a bitsandbytes checkpoint
       report.quantized.push_back(module);
-      report.quantized_bytes += state_bytes(linear->base);
+      report.quantized_bytes += quantized_state_bytes(linear->base);
       continue;
     }
     bool skip = matches(module, o.output_module);
@@ -55,7 +55,7 @@ QuantizeReport quantize_linears(const std::vector<std::pair<std::string, nn::Lin
     } else {
       nn::quantize_base_int8(linear->base, o.compute_dtype, o.int8_threshold);
     }
-    report.quantized_bytes += state_bytes(linear->base);
+    report.quantized_bytes += quantized_state_bytes(linear->base);
     report.quantized.push_back(module);
   }
   return report;

@@ -52,9 +52,27 @@ models::QuantizeReport apply_quantization(const config::RunConfig& config, peft:
     o.skip_modules.insert(o.skip_modules.end(), config.adapter.modules_to_save.begin(),
                           config.adapter.modules_to_save.end());
   o.output_module = view.output_embeddings;
-  if (!o.load_in_4bit && !o.load_in_8bit) return {};
-  if (config.adapter.type == "full")
-    fail("config key 'quantization': a quantized base cannot be fully fine-tuned");
+  models::QuantizeReport pre;  // linears a bitsandbytes checkpoint stored quantized
+  for (const auto& [module, linear] : view.linears)
+    if (linear->base.quantized()) pre.quantized.push_back(module);
+  if (!o.load_in_4bit && !o.load_in_8bit && pre.quantized.empty()) return {};
+  if (config.adapter.type == "full") {
+    fail(pre.quantized.empty()
+             ? "config key 'quantization': a quantized base cannot be fully fine-tuned"
+             : config.model.path +
+                   ": the checkpoint is quantized (bitsandbytes); full fine-tuning needs dense "
+                   "weights (qlora export --model ... --out ... writes a dequantized copy)");
+  }
+  if (!o.load_in_4bit && !o.load_in_8bit) {
+    for (const auto& [module, linear] : view.linears) {
+      if (!linear->base.quantized()) continue;
+      pre.quantized_params += linear->base.in_features() * linear->base.out_features();
+      pre.quantized_bytes += models::quantized_state_bytes(linear->base);
+    }
+    log::info("the checkpoint is pre-quantized (bitsandbytes): " + std::to_string(pre.quantized.size()) +
+              " linear layers stay quantized");
+    return pre;
+  }
   auto report = models::quantize_linears(view.linears, o);
   log::info(
       "quantized " + std::to_string(report.quantized.size()) + " linear layers to " +

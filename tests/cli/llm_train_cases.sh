@@ -84,6 +84,10 @@ for q in --load-in-4bit --load-in-8bit; do
     --template "$sft_template" --prompt "How do you feel in a garden?" --max-new-tokens 12 --temperature 0 --json
   [ "$(json_get 'j["ids"]')" = "$q_ids" ] && ok || bad "pre-quantized $kind generates differently: $(last_json) vs $q_ids"
 done
+expect_status 1 "full fine-tuning of a quantized checkpoint" "$bin" train --config "$root/configs/demo_sft_aidreams.yaml" \
+  --set model.path="$work/base_nf4" --set adapter.type=full --set data.train_file="$root/data/instruct-demo/train.jsonl" \
+  --set data.valid_file= --set train.output_dir="$work/full_q"
+contains "quantized checkpoint message" "$err" "full fine-tuning needs dense weights"
 expect_status 0 "export merge + requantize" "$bin" export --model "$work/base_nf4" --adapter "$sft_ckpt" \
   --out "$work/merged_nf4" --quantize nf4 --json
 contains "requantize warns" "$err" "requantizing merged weights"

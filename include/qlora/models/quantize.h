@@ -38,6 +38,9 @@ struct QuantizeReport {
   int64_t quantized_bytes = 0;  // packed weights + statistics
 };
 
+// Bytes of a quantized base's packed weight and statistics (0 for a dense one).
+int64_t quantized_state_bytes(const nn::LinearBase& base);
+
 // Quantizes `linears` in place (dense weights freed). No-op unless load_in_4bit or load_in_8bit.
 QuantizeReport quantize_linears(const std::vector<std::pair<std::string, nn::Linear*>>& linears,
                                 const QuantizeOptions& options);
