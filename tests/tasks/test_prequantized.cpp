@@ -160,6 +160,25 @@ TEST(ExportQuantized, DenseExportOfAQuantizedBaseDequantizes) {
   fsys::remove_all(out);
 }
 
+TEST(PrequantizedLoad, Int8ThresholdComesFromTheConfig) {
+  const std::string dir = temp_dir("int8_threshold");
+  fsys::remove_all(dir);
+  fsys::create_directories(dir);
+  Json config = Json::parse(read_file(folder("int8") + "/config.json"));
+  config["quantization_config"]["llm_int8_threshold"] = 3.5;
+  write_file_atomic(dir + "/config.json", config.dump(2));
+  write_file_atomic(dir + "/model.safetensors", read_file(folder("int8") + "/model.safetensors"));
+  auto model = models::load_causal_lm(dir);
+  int64_t n = 0;
+  for (const auto& [name, linear] : model->named_linears()) {
+    if (!linear->base.q8) continue;
+    EXPECT_EQ(linear->base.int8_threshold, 3.5) << name;
+    ++n;
+  }
+  EXPECT_EQ(n, 14);
+  fsys::remove_all(dir);
+}
+
 TEST(PrequantizedLoad, MissingStatisticIsNamed) {
   const std::string dir = temp_dir("broken");
   fsys::remove_all(dir);
