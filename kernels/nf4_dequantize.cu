@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "kernels/float_convert.cuh"
 #include "kernels/nf4_dequantize.h"
 #include "kernels/nf4_layout.h"
 
@@ -32,24 +33,6 @@ __device__ __forceinline__ float block_absmax(const AbsmaxSource& src, int64_t b
   return __fadd_rn(scaled, src.offset);
 }
 
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
 __global__ void nf4_dequantize_f32_kernel(const uint8_t* __restrict__ packed,
                                           const float* __restrict__ absmax, float* __restrict__ out,
                                           int64_t n, int64_t blocksize) {
@@ -75,6 +58,28 @@ __global__ void dequantize_4bit_kernel(const uint8_t* __restrict__ packed, Absma
     const float scale = block_absmax(src, i / blocksize);
     out[i] = from_float<T>(__fmul_rn(code_value(quant_type, b >> 4), scale));
     if (i + 1 < n) out[i + 1] = from_float<T>(__fmul_rn(code_value(quant_type, b & 0x0F), scale));
+  }
+}
+
+// Thread p of row r writes window columns 2p and 2p+1; blockIdx.y strides over the rows. The two
+// elements may lie in different bytes and different blocks (odd cols or col_begin), so each is looked
+// up by its own flat index.
+template <typename T>
+__global__ void dequantize_4bit_window_kernel(const uint8_t* __restrict__ packed, AbsmaxSource src,
+                                              T* __restrict__ out, Window4bit w, int64_t blocksize,
+                                              int quant_type) {
+  const int64_t width = w.col_end - w.col_begin;
+  const int64_t c = 2 * (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x);
+  if (c >= width) return;
+  for (int64_t r = w.row_begin + blockIdx.y; r < w.row_end; r += gridDim.y) {
+    const int64_t i = r * w.cols + w.col_begin + c;
+    T* o = out + (r - w.row_begin) * width + c;
+    o[0] = from_float<T>(
+        __fmul_rn(code_value(quant_type, nf4::code_at(packed, i)), block_absmax(src, i / blocksize)));
+    if (c + 1 < width) {
+      o[1] = from_float<T>(__fmul_rn(code_value(quant_type, nf4::code_at(packed, i + 1)),
+                                     block_absmax(src, (i + 1) / blocksize)));
+    }
   }
 }
 
@@ -158,6 +163,40 @@ int dequantize_4bit(const uint8_t* packed, AbsmaxSource absmax, void* out, int o
     case 2:
       dequantize_4bit_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(
           packed, absmax, static_cast<__nv_bfloat16*>(out), n, blocksize, quant_type);
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+int dequantize_4bit_window(const uint8_t* packed, AbsmaxSource absmax, void* out, int out_type,
+                           Window4bit window, int64_t blocksize, int quant_type, void* stream) {
+  if (!nf4::valid_blocksize(blocksize) || (quant_type != 0 && quant_type != 1)) return cudaErrorInvalidValue;
+  if (absmax.absmax == nullptr &&
+      (absmax.qabsmax == nullptr || absmax.nested_absmax == nullptr || absmax.nested_code == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  if (window.row_begin < 0 || window.col_begin < 0 || window.col_end > window.cols)
+    return cudaErrorInvalidValue;
+  const int64_t rows = window.row_end - window.row_begin, width = window.col_end - window.col_begin;
+  if (rows <= 0 || width <= 0) return cudaSuccess;
+  const int64_t pairs = (width + 1) / 2;
+  const dim3 grid(static_cast<unsigned>((pairs + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
+  const auto s = static_cast<cudaStream_t>(stream);
+  switch (out_type) {
+    case 0:
+      dequantize_4bit_window_kernel<float>
+          <<<grid, kThreads, 0, s>>>(packed, absmax, static_cast<float*>(out), window, blocksize, quant_type);
+      break;
+    case 1:
+      dequantize_4bit_window_kernel<__half><<<grid, kThreads, 0, s>>>(
+          packed, absmax, static_cast<__half*>(out), window, blocksize, quant_type);
+      break;
+    case 2:
+      dequantize_4bit_window_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(
+          packed, absmax, static_cast<__nv_bfloat16*>(out), window, blocksize, quant_type);
       break;
     default:
       return cudaErrorInvalidValue;

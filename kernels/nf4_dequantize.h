@@ -29,6 +29,21 @@ struct AbsmaxSource {
 int dequantize_4bit(const uint8_t* packed, AbsmaxSource absmax, void* out, int out_type, int64_t n,
                     int64_t blocksize, int quant_type, void* stream);
 
+// A window of a row-major [rows, cols] 4-bit weight: rows [row_begin, row_end) x columns
+// [col_begin, col_end). Element (r, c) is flat element r * cols + c of the packed weight.
+struct Window4bit {
+  int64_t cols = 0;
+  int64_t row_begin = 0, row_end = 0;
+  int64_t col_begin = 0, col_end = 0;
+};
+
+// Dequantizes a window into a contiguous out [row_end - row_begin, col_end - col_begin]: the same float32
+// product and rounding per element as dequantize_4bit (identical bits). Block indices (and the nested
+// block index, block / 256) are taken from the flat element index, so any window is valid without
+// alignment: row tiles for matmul_4bit_tiled's forward, column windows for its input gradient.
+int dequantize_4bit_window(const uint8_t* packed, AbsmaxSource absmax, void* out, int out_type,
+                           Window4bit window, int64_t blocksize, int quant_type, void* stream);
+
 // absmax[i] = nested_code[qabsmax[i]] * nested_absmax[i / 256] + offset for i in [0, n_blocks).
 int dequantize_nested_absmax(const uint8_t* qabsmax, const float* nested_absmax, const float* nested_code,
                              float offset, float* absmax, int64_t n_blocks, void* stream);

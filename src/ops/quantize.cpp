@@ -1,12 +1,18 @@
 #include "qlora/ops/quantize.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
+#include <numeric>
+
+#include "float_type.h"
 #include "qlora/core/error.h"
 #include "qlora/quant/nf4.h"
 
 #ifdef QLORA_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 
 #include "kernels/nf4_dequantize.h"
 #endif
@@ -14,19 +20,6 @@
 namespace qlora::ops {
 
 namespace {
-
-quant::FloatType float_type(at::ScalarType t, const std::string& where) {
-  switch (t) {
-    case at::kFloat:
-      return quant::FloatType::kF32;
-    case at::kHalf:
-      return quant::FloatType::kF16;
-    case at::kBFloat16:
-      return quant::FloatType::kBF16;
-    default:
-      fail(where + ": dtype " + std::string(c10::toString(t)) + " is not float32, float16 or bfloat16");
-  }
-}
 
 void check_blocksize(int64_t blocksize, const std::string& where) {
   if (!nf4::valid_blocksize(blocksize)) {
@@ -209,8 +202,10 @@ bool matmul_4bit_uses_gemv(const at::Tensor& x, const QuantState4bit& s) {
 #endif
 }
 
-at::Tensor matmul_4bit(const at::Tensor& x, const QuantState4bit& s, const at::Tensor& bias) {
-  const std::string where = "matmul_4bit";
+namespace {
+
+void check_matmul_args(const at::Tensor& x, const QuantState4bit& s, const at::Tensor& bias,
+                       const std::string& where) {
   check_state(s, where);
   if (s.shape.size() != 2) fail(where + ": the 4-bit weight must be 2-D [out, in]");
   if (x.dim() < 1 || x.size(-1) != s.shape[1]) {
@@ -221,6 +216,214 @@ at::Tensor matmul_4bit(const at::Tensor& x, const QuantState4bit& s, const at::T
   if (bias.defined() && (bias.numel() != s.shape[0] || bias.dim() != 1)) {
     fail(where + ": bias must be [out_features = " + std::to_string(s.shape[0]) + "]");
   }
+  if (bias.defined() && bias.device() != x.device()) fail(where + ": bias is on another device than x");
+}
+
+constexpr int64_t kTiledWorkspaceBytes = int64_t{32} << 20;
+
+// Tile starts n0 * K must be multiples of blocksize (even, as every blocksize is), so the row count of a
+// tile is a multiple of blocksize / gcd(K, blocksize).
+int64_t tile_row_unit(int64_t K, int64_t blocksize) { return blocksize / std::gcd(K, blocksize); }
+
+int64_t resolve_tile_rows(int64_t tile_rows, const QuantState4bit& s, at::ScalarType dtype,
+                          const std::string& where) {
+  const int64_t N = s.shape[0], K = s.shape[1];
+  const int64_t unit = tile_row_unit(K, s.blocksize);
+  if (tile_rows < 0) fail(where + ": tile_rows must be >= 0, got " + std::to_string(tile_rows));
+  if (tile_rows == 0) {
+    // Also a multiple of 64 rows: the y[:, n0:n1] slices then start 16-byte aligned and cover whole GEMM
+    // tiles, which cuBLAS's fastest kernels want. unit is a power of two, so this is still a multiple.
+    const int64_t step = std::max<int64_t>(unit, 64);
+    const int64_t fit = kTiledWorkspaceBytes / (K * static_cast<int64_t>(c10::elementSize(dtype)));
+    tile_rows = std::max(step, fit / step * step);
+  } else if (tile_rows < N && tile_rows % unit != 0) {
+    fail(where + ": tile_rows " + std::to_string(tile_rows) + " must be a multiple of " +
+         std::to_string(unit) + " so that every tile starts on a quantization block boundary (K = " +
+         std::to_string(K) + ", blocksize " + std::to_string(s.blocksize) + ")");
+  }
+  return std::max<int64_t>(1, std::min(tile_rows, N));
+}
+
+// Columns per input-gradient window: the forward's workspace size spread over all N rows.
+int64_t window_cols(int64_t tile_rows, int64_t N, int64_t K) {
+  int64_t cols = std::clamp<int64_t>(tile_rows * K / N, 1, K);
+  // 16-byte aligned dx column slices (and whole GEMM tiles when wide) for cuBLAS.
+  if (cols < K) cols = cols >= 128 ? cols / 64 * 64 : cols >= 8 ? cols / 8 * 8 : cols;
+  return cols;
+}
+
+// What the tiles are cut from, prepared once per forward / backward call.
+struct TileSource {
+  at::Tensor packed;  // uint8, contiguous
+  at::Tensor absmax;  // float32 per block, contiguous
+};
+
+TileSource tile_source(const QuantState4bit& s) {
+  TileSource src;
+  src.packed = s.packed.contiguous();
+  if (!s.nested()) {
+    src.absmax = s.absmax.contiguous();
+    return src;
+  }
+  // code[q] * nested[b / 256] + offset as two separate float32 ATen ops: bnb's two roundings, the same
+  // bits as state_absmax_f32 and the kernels' block_absmax, but without offset.item()'s host sync on
+  // CUDA. The same code on the CPU, where the tests pin it against the reference.
+  const int64_t blocks = s.absmax.numel();
+  const at::Tensor code = s.nested_code.index_select(0, s.absmax.reshape(-1).to(at::kLong));
+  const at::Tensor nested = s.nested_absmax.reshape({-1, 1});  // expand, not repeat_interleave (no sync)
+  const at::Tensor scale =
+      nested.expand({nested.size(0), nf4::kNestedBlocksize}).reshape(-1).narrow(0, 0, blocks);
+  src.absmax = (code * scale).add_(s.offset.reshape({}).to(scale.device()));
+  return src;
+}
+
+float code_value(QuantType type, uint8_t code) {
+  return type == QuantType::kNf4 ? nf4::kCodebook[code] : nf4::fp4_value(code);
+}
+
+// out (contiguous [r1 - r0, c1 - c0], its dtype) = W[r0:r1, c0:c1], dequantized as dequantize_4bit does.
+void dequantize_tile(const QuantState4bit& s, const TileSource& src, int64_t r0, int64_t r1, int64_t c0,
+                     int64_t c1, at::Tensor& out) {
+  const int64_t K = s.shape[1];
+  const quant::FloatType out_type = float_type(out.scalar_type(), "matmul_4bit_tiled");
+  if (out.is_cuda()) {
+#ifdef QLORA_WITH_CUDA
+    const c10::cuda::CUDAGuard device(out.device());  // raw launches go to the current device's stream
+    kernels::AbsmaxSource absmax;
+    absmax.absmax = src.absmax.data_ptr<float>();
+    const int err = kernels::dequantize_4bit_window(
+        src.packed.data_ptr<uint8_t>(), absmax, out.data_ptr(), static_cast<int>(out_type),
+        kernels::Window4bit{K, r0, r1, c0, c1}, s.blocksize, static_cast<int>(s.quant_type),
+        at::cuda::getCurrentCUDAStream().stream());
+    if (err != 0) fail("matmul_4bit_tiled: CUDA kernel failed with error " + std::to_string(err));
+    return;
+#else
+    fail("matmul_4bit_tiled: this build has no CUDA kernels (configure with QLORA_CUDA=ON)");
+#endif
+  }
+  const uint8_t* packed = src.packed.data_ptr<uint8_t>();
+  const float* absmax = src.absmax.data_ptr<float>();
+  if (c0 == 0 && c1 == K) {
+    // A row tile starts on a block boundary (resolve_tile_rows), so the reference runs on offset pointers.
+    const int64_t begin = r0 * K;
+    quant::dequantize_4bit_reference(packed + begin / 2, absmax + begin / s.blocksize, (r1 - r0) * K,
+                                     s.blocksize, s.quant_type, out.data_ptr(), out_type);
+    return;
+  }
+  const int64_t width = c1 - c0;
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t i = r * K + c;
+      quant::store_float(out.data_ptr(), out_type, (r - r0) * width + (c - c0),
+                         code_value(s.quant_type, nf4::code_at(packed, i)) * absmax[i / s.blocksize]);
+    }
+  }
+}
+
+// y [..., N] = x [..., K] @ W^T (+ bias), one row tile of W at a time into y[:, n0:n1]. y is allocated in
+// its final shape (not returned as a view) so callers may modify it in place.
+at::Tensor tiled_forward(const at::Tensor& x, const QuantState4bit& s, const at::Tensor& bias,
+                         int64_t tile_rows) {
+  const int64_t N = s.shape[0], K = s.shape[1];
+  const TileSource src = tile_source(s);
+  const at::Tensor x2 = x.reshape({-1, K});
+  std::vector<int64_t> y_sizes = x.sizes().vec();
+  y_sizes.back() = N;
+  at::Tensor y_full = at::empty(y_sizes, x.options());
+  at::Tensor y = y_full.view({-1, N});
+  at::Tensor workspace = at::empty({tile_rows, K}, x2.options());
+  for (int64_t n0 = 0; n0 < N; n0 += tile_rows) {
+    const int64_t rows = std::min(tile_rows, N - n0);
+    at::Tensor tile = workspace.narrow(0, 0, rows);
+    dequantize_tile(s, src, n0, n0 + rows, 0, K, tile);
+    at::Tensor out = y.narrow(1, n0, rows);
+    if (bias.defined()) {
+      at::addmm_out(out, bias.narrow(0, n0, rows), x2, tile.t());
+    } else {
+      at::mm_out(out, x2, tile.t());
+    }
+  }
+  return y_full;
+}
+
+// dx [x_sizes] = dy2 [M, N] @ W, one column window W[:, k0:k1] at a time into dx[:, k0:k1].
+at::Tensor tiled_input_grad(const at::Tensor& dy2, const QuantState4bit& s, int64_t tile_rows,
+                            at::IntArrayRef x_sizes) {
+  const int64_t N = s.shape[0], K = s.shape[1];
+  const int64_t cols = window_cols(tile_rows, N, K);
+  const TileSource src = tile_source(s);
+  at::Tensor dx_full = at::empty(x_sizes, dy2.options());
+  at::Tensor dx = dx_full.view({-1, K});
+  at::Tensor workspace = at::empty({N * cols}, dy2.options());
+  for (int64_t k0 = 0; k0 < K; k0 += cols) {
+    const int64_t width = std::min(cols, K - k0);
+    at::Tensor window = workspace.narrow(0, 0, N * width).view({N, width});
+    dequantize_tile(s, src, 0, N, k0, k0 + width, window);
+    at::Tensor out = dx.narrow(1, k0, width);
+    at::mm_out(out, dy2, window);
+  }
+  return dx_full;
+}
+
+// What backward needs: the state (its tensors are shared, not copied) and the shapes; nothing of x.
+struct TiledMatmulSaved : torch::CustomClassHolder {
+  QuantState4bit state;
+  int64_t tile_rows = 0;
+  std::vector<int64_t> x_sizes;
+};
+
+class Matmul4bitTiled : public torch::autograd::Function<Matmul4bitTiled> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const std::optional<at::Tensor>& bias,
+                            c10::intrusive_ptr<TiledMatmulSaved> saved) {
+    ctx->saved_data["saved"] = at::IValue::make_capsule(saved);
+    ctx->saved_data["has_bias"] = bias.has_value();
+    return tiled_forward(x, saved->state, bias.value_or(at::Tensor()), saved->tile_rows);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto holder = ctx->saved_data["saved"].toCapsule();
+    const auto* saved = static_cast<const TiledMatmulSaved*>(holder.get());
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const int64_t N = saved->state.shape[0];
+    const at::Tensor dy2 = grad_outputs.at(0).reshape({-1, N}).contiguous();
+    at::Tensor dx, dbias;
+    // Edges exist for the tensors given: x (0) and, when present, bias (1).
+    if (ctx->needs_input_grad(0)) {
+      dx = tiled_input_grad(dy2, saved->state, saved->tile_rows, saved->x_sizes);
+    }
+    if (has_bias && ctx->needs_input_grad(1)) dbias = dy2.sum(0);
+    return {dx, dbias, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+int64_t matmul_4bit_tile_rows(const at::Tensor& x, const QuantState4bit& s, int64_t tile_rows) {
+  const std::string where = "matmul_4bit_tiled";
+  check_matmul_args(x, s, {}, where);
+  return resolve_tile_rows(tile_rows, s, x.scalar_type(), where);
+}
+
+at::Tensor matmul_4bit_tiled(const at::Tensor& x, const QuantState4bit& s, const at::Tensor& bias,
+                             int64_t tile_rows) {
+  const std::string where = "matmul_4bit_tiled";
+  check_matmul_args(x, s, bias, where);
+  auto saved = c10::make_intrusive<TiledMatmulSaved>();
+  saved->state = s;
+  saved->tile_rows = resolve_tile_rows(tile_rows, s, x.scalar_type(), where);
+  saved->x_sizes = x.sizes().vec();
+  // at::linear would refuse a bias of another dtype; casting here keeps its gradient flowing back.
+  std::optional<at::Tensor> b;
+  if (bias.defined()) b = bias.to(x.scalar_type());
+  return Matmul4bitTiled::apply(x, b, saved);
+}
+
+at::Tensor matmul_4bit(const at::Tensor& x, const QuantState4bit& s, const at::Tensor& bias) {
+  const std::string where = "matmul_4bit";
+  check_matmul_args(x, s, bias, where);
 #ifdef QLORA_WITH_CUDA
   if (matmul_4bit_uses_gemv(x, s) && (!bias.defined() || !bias.requires_grad())) {
     const at::Tensor xc = x.contiguous();
@@ -233,6 +436,7 @@ at::Tensor matmul_4bit(const at::Tensor& x, const QuantState4bit& s, const at::T
     if (err != 0) fail(where + ": CUDA kernel failed with error " + std::to_string(err));
     return bias.defined() ? y + bias.to(y.scalar_type()) : y;
   }
+  if (x.is_cuda()) return matmul_4bit_tiled(x, s, bias);
 #endif
   // bnb's gemm_4bit: dequantize to x's dtype, then linear. The detached weight gives autograd dx only.
   const at::Tensor w = dequantize_4bit(s, x.scalar_type()).detach();

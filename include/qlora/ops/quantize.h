@@ -52,8 +52,26 @@ at::Tensor dequantize_4bit(const QuantState4bit& state,
 
 // y = x @ dequant(W)^T + bias in x's dtype (bnb matmul_4bit). Autograd reaches x (and bias) only:
 // W is dequantized detached, as MatMul4Bit gives no gradient to the 4-bit weight. On CUDA with a 2-D x
-// of 1..8 rows, no grad needed and fp16/bf16, the GEMV kernel reads the packed weight directly.
+// of 1..8 rows, no grad needed and fp16/bf16, the GEMV kernel reads the packed weight directly; every
+// other CUDA call takes matmul_4bit_tiled (W never exists densely). On CPU: dequantize, then at::linear.
 at::Tensor matmul_4bit(const at::Tensor& x, const QuantState4bit& state, const at::Tensor& bias = {});
+
+// The training matmul: y = x @ dequant(W)^T + bias in x's dtype, computed over tiles of W's output rows.
+// Each tile W[n0:n1, :] is dequantized into ONE reused workspace [tile_rows, K] in x's dtype, then
+// multiplied into y[:, n0:n1] by torch's matmul (cuBLAS on CUDA). A tile starts on a quantization block
+// boundary: tile_rows must be a multiple of blocksize / gcd(K, blocksize) (an Error otherwise); 0 picks the
+// largest multiple of that and of 64 (aligned output slices for cuBLAS) whose workspace fits in 32 MiB
+// (at least one such step); >= N means one tile.
+// Autograd (bnb MatMul4Bit): dx = dy @ dequant(W) and dbias = dy summed over rows; W gets no gradient and
+// only the state is saved (no dense W, nothing of x). dx is computed over column windows W[:, k0:k1]
+// (same workspace size, width tile_rows * K / N rounded down to a multiple of 64, or of 8 below 128) so that
+// each dx element is ONE matmul reduction over all N, rounded once, as in bnb, rather than a sum of
+// per-tile partial products rounded to x's dtype after each tile.
+at::Tensor matmul_4bit_tiled(const at::Tensor& x, const QuantState4bit& state, const at::Tensor& bias = {},
+                             int64_t tile_rows = 0);
+
+// The tile_rows matmul_4bit_tiled uses for this x and state (after resolving 0 / clamping to N).
+int64_t matmul_4bit_tile_rows(const at::Tensor& x, const QuantState4bit& state, int64_t tile_rows = 0);
 
 // Whether the GEMV path would be taken for this x (for tests and benchmarks).
 bool matmul_4bit_uses_gemv(const at::Tensor& x, const QuantState4bit& state);
