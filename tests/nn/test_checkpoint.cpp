@@ -19,8 +19,9 @@ struct ToyBlock {
   explicit ToyBlock(uint64_t seed) {
     at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
     auto randn = [&](std::vector<int64_t> shape) { return at::empty(shape).normal_(0, 0.5, g); };
-    up.base = {randn({16, 8}), randn({16})};
-    down.base = {randn({8, 16}), {}};
+    up.base.weight = randn({16, 8});
+    up.base.bias = randn({16});
+    down.base.weight = randn({8, 16});
     for (Linear* l : {&up, &down}) {
       l->lora.A = randn({2, l->base.in_features()}).requires_grad_(true);
       l->lora.B = randn({l->base.out_features(), 2}).requires_grad_(true);

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <ostream>
+
 #include "error_of.h"
 #include "qlora/core/atomic_file.h"
 #include "qlora/core/fs.h"
@@ -47,6 +49,7 @@ struct Case {
   bool four_bit;
   double tolerance;
 };
+void PrintTo(const Case& c, std::ostream* os) { *os << c.kind; }
 
 // 4-bit: the dequantized weights are bit-identical and the matmuls are float32; int8: both run LLM.int8's
 // exact int32 product of the same int8 codes with the same float32 dequantization. What remains is float32
@@ -96,6 +99,7 @@ struct ExportCase {
   const char* quantize;
   bool double_quant;
 };
+void PrintTo(const ExportCase& c, std::ostream* os) { *os << c.kind; }
 
 class ExportQuantized : public ::testing::TestWithParam<ExportCase> {};
 

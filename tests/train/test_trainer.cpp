@@ -258,10 +258,14 @@ void expect_exact_resume(const std::string& name, const train::TrainerOptions& b
   lb.insert(lb.end(), lc.begin(), lc.end());
   ASSERT_EQ(lb.size(), la.size());
   for (size_t i = 0; i < la.size(); ++i) {
-    if (std::isfinite(la[i])) EXPECT_EQ(lb[i], la[i]) << name << " step " << i + 1;
+    if (std::isfinite(la[i])) {
+      EXPECT_EQ(lb[i], la[i]) << name << " step " << i + 1;
+    }
   }
   EXPECT_TRUE(at::equal(second.w_.detach(), full.w_.detach())) << name;
-  if (big) EXPECT_TRUE(at::equal(second.big_.detach(), full.big_.detach())) << name;
+  if (big) {
+    EXPECT_TRUE(at::equal(second.big_.detach(), full.big_.detach())) << name;
+  }
   EXPECT_EQ(log_c.back().value("skipped_steps", 0), log_a.back().value("skipped_steps", 0)) << name;
 }
 
@@ -291,7 +295,9 @@ TEST(TrainerMemory, Fp16SkipsOverflowStepsAndResumesExactly) {
   int64_t skipped = 0;
   for (size_t i = 0; i < rec.size(); ++i) {
     const bool skip = rec[i]["skipped_steps"].get<int64_t>() == skipped + 1;
-    if (i == 2) EXPECT_TRUE(skip) << "the injected inf at step 3";
+    if (i == 2) {
+      EXPECT_TRUE(skip) << "the injected inf at step 3";
+    }
     if (skip) {
       scale *= 0.5;  // backoff_factor; no growth within growth_interval 2000
       ++skipped;
