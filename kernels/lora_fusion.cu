@@ -2,7 +2,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "kernels/float_convert.cuh"
+#include "kernels/device_common.cuh"
 #include "kernels/lora_fusion.h"
 #include "kernels/nf4_layout.h"
 
@@ -24,25 +24,10 @@ constexpr int kMicroI = kTileI / kThreadsI;
 constexpr int kMicroJ = kTileJ / kThreadsJ;
 static_assert(kMicroI * kThreadsI == kTileI && kMicroJ * kThreadsJ == kTileJ, "tile must split evenly");
 
-__constant__ float kLoraCodebook[nf4::kCodes] = QLORA_NF4_CODEBOOK;
-
 // Rounds through T and back: the value a T store would hold.
 template <typename T>
 __device__ __forceinline__ float round_to(float v) {
   return to_float(from_float<T>(v));
-}
-
-// Same formulas as nf4_dequantize.cu's dequantize_4bit (kept in step by the GPU test that checks
-// lora_merge_4bit against dequantize_4bit + lora_merge bit for bit).
-__device__ __forceinline__ float code_value(int quant_type, uint8_t code) {
-  return quant_type == 0 ? kLoraCodebook[code] : nf4::fp4_value(code);
-}
-
-__device__ __forceinline__ float block_absmax(const AbsmaxSource& src, int64_t block) {
-  if (src.absmax != nullptr) return src.absmax[block];
-  const float scaled =
-      __fmul_rn(src.nested_code[src.qabsmax[block]], src.nested_absmax[block / nf4::kNestedBlocksize]);
-  return __fadd_rn(scaled, src.offset);
 }
 
 // y = round_y(fmaf(scale, acc, y)).

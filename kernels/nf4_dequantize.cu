@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "kernels/float_convert.cuh"
+#include "kernels/device_common.cuh"
 #include "kernels/nf4_dequantize.h"
 #include "kernels/nf4_layout.h"
 
@@ -12,25 +12,10 @@ namespace qlora::kernels {
 
 namespace {
 
-__constant__ float kDeviceCodebook[nf4::kCodes] = QLORA_NF4_CODEBOOK;
-
 constexpr int kThreads = 256;
 
 int grid_for(int64_t items) {
   return static_cast<int>(std::min<int64_t>((items + kThreads - 1) / kThreads, 65535));
-}
-
-__device__ __forceinline__ float code_value(int quant_type, uint8_t code) {
-  return quant_type == 0 ? kDeviceCodebook[code] : nf4::fp4_value(code);
-}
-
-// bnb dequantizes the nested absmax in one kernel and adds the offset in another: two roundings, never
-// an FMA, hence the explicit _rn intrinsics.
-__device__ __forceinline__ float block_absmax(const AbsmaxSource& src, int64_t block) {
-  if (src.absmax != nullptr) return src.absmax[block];
-  const float scaled =
-      __fmul_rn(src.nested_code[src.qabsmax[block]], src.nested_absmax[block / nf4::kNestedBlocksize]);
-  return __fadd_rn(scaled, src.offset);
 }
 
 __global__ void nf4_dequantize_f32_kernel(const uint8_t* __restrict__ packed,

@@ -26,6 +26,30 @@ double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.detach().to(at::kDouble) - b.detach().to(at::kDouble)).abs().max().item<double>();
 }
 
+// Runs 20 (expected.size(0)) AdamW steps (lr 1e-2, torch defaults, no weight decay) on the trainable
+// adapter tensors, the loss from `loss_fn` before each step; returns max |loss - expected| over the steps.
+template <typename LossFn>
+double loss_curve_max_diff(const std::vector<peft::AdapterTensor>& trainable, const at::Tensor& expected,
+                           const LossFn& loss_fn) {
+  train::ParamGroup group;
+  for (const auto& t : trainable) {
+    group.names.push_back(t.key);
+    group.params.push_back(*t.tensor);
+  }
+  train::AdamWOptions o;
+  o.lr = 1e-2;
+  train::AdamW opt({group}, o);
+  double worst = 0;
+  for (int64_t step = 0; step < expected.size(0); ++step) {
+    opt.zero_grad();
+    const at::Tensor loss = loss_fn();
+    worst = std::max(worst, std::abs(loss.item<double>() - expected[step].item<double>()));
+    loss.backward();
+    opt.step(1e-2);
+  }
+  return worst;
+}
+
 struct QloraModel {
   std::unique_ptr<models::EncoderModel> model;
   peft::PeftModelView view;
@@ -107,25 +131,10 @@ TEST(QloraParity, TwentyStepLossCurveMatches) {
   auto m = load_4bit();
   const auto dump = SafetensorsFile::open(kQlora + "/qlora_outputs.safetensors");
   const auto adapter = peft::load_adapter(m.view, kQlora, {/*is_trainable=*/true});
-  train::ParamGroup group;
-  for (const auto& t : adapter.trainable) {
-    group.names.push_back(t.key);
-    group.params.push_back(*t.tensor);
-  }
-  train::AdamWOptions o;
-  o.lr = 1e-2;
-  train::AdamW opt({group}, o);
-  const at::Tensor expected = dump.tensor("curve.losses");
-  double worst = 0;
-  for (int64_t step = 0; step < expected.size(0); ++step) {
-    opt.zero_grad();
+  const double worst = loss_curve_max_diff(adapter.trainable, dump.tensor("curve.losses"), [&] {
     const auto out = forward(m, dump);
-    const at::Tensor loss =
-        models::qa_loss(out.start, out.end, dump.tensor("start_positions"), dump.tensor("end_positions"));
-    worst = std::max(worst, std::abs(loss.item<double>() - expected[step].item<double>()));
-    loss.backward();
-    opt.step(1e-2);
-  }
+    return models::qa_loss(out.start, out.end, dump.tensor("start_positions"), dump.tensor("end_positions"));
+  });
   // Measured 0 (same fp32 ops in the same order); 1e-4 leaves room for BLAS summation-order changes,
   // which compound over 20 steps of a loss falling from 3.1 to 0.014.
   EXPECT_LT(worst, 1e-4) << "max |loss - transformers loss| over 20 steps";
@@ -165,23 +174,8 @@ TEST(QloraParity, DecoderLogitsGradientsAndLossCurveMatch) {
   }
   EXPECT_EQ(checked, 2 * 7 * 2);  // layers x (q, k, v, o, gate, up, down) x (A, B)
 
-  train::ParamGroup group;
-  for (const auto& t : adapter.trainable) {
-    group.names.push_back(t.key);
-    group.params.push_back(*t.tensor);
-  }
-  train::AdamWOptions o;
-  o.lr = 1e-2;
-  train::AdamW opt({group}, o);
-  const at::Tensor expected = dump.tensor("curve.losses");
-  double worst = 0;
-  for (int64_t step = 0; step < expected.size(0); ++step) {
-    opt.zero_grad();
-    const at::Tensor l = forward().second;
-    worst = std::max(worst, std::abs(l.item<double>() - expected[step].item<double>()));
-    l.backward();
-    opt.step(1e-2);
-  }
+  const double worst =
+      loss_curve_max_diff(adapter.trainable, dump.tensor("curve.losses"), [&] { return forward().second; });
   // As for XLM-R above: 1e-4 leaves room for BLAS summation order compounding over 20 steps (5.0 -> 0.92).
   EXPECT_LT(worst, 1e-4) << "max |loss - transformers loss| over 20 steps";
   std::printf("decoder QLoRA 20-step loss curve: max |diff| = %.3g\n", worst);
