@@ -26,6 +26,23 @@ double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.detach().to(at::kDouble) - b.detach().to(at::kDouble)).abs().max().item<double>();
 }
 
+// Compares every trainable tensor's gradient with the dump's "grad.<PEFT key>" (PEFT names the adapter
+// "default": ...lora_A.default.weight) within 2e-5; returns how many were compared.
+int expect_lora_grads(const std::vector<peft::AdapterTensor>& trainable, const SafetensorsFile& dump) {
+  int checked = 0;
+  for (const auto& t : trainable) {
+    std::string key = t.key;
+    key.insert(key.rfind(".weight"), ".default");
+    if (!t.tensor->grad().defined()) {
+      ADD_FAILURE() << "no gradient for " << key;
+      continue;
+    }
+    EXPECT_LT(max_abs_diff(t.tensor->grad(), dump.tensor("grad." + key)), 2e-5) << key;
+    ++checked;
+  }
+  return checked;
+}
+
 // Runs 20 (expected.size(0)) AdamW steps (lr 1e-2, torch defaults, no weight decay) on the trainable
 // adapter tensors, the loss from `loss_fn` before each step; returns max |loss - expected| over the steps.
 template <typename LossFn>
@@ -114,15 +131,7 @@ TEST(QloraParity, FourBitLogitsAndLoraGradientsMatch) {
       models::qa_loss(out.start, out.end, dump.tensor("start_positions"), dump.tensor("end_positions"));
   EXPECT_NEAR(loss.item<double>(), dump.tensor("lora.loss").item<double>(), 1e-5);
   loss.backward();
-  int checked = 0;
-  for (const auto& t : adapter.trainable) {
-    // PEFT names the adapter "default": ...lora_A.default.weight.
-    std::string key = t.key;
-    key.insert(key.rfind(".weight"), ".default");
-    ASSERT_TRUE(t.tensor->grad().defined()) << key;
-    EXPECT_LT(max_abs_diff(t.tensor->grad(), dump.tensor("grad." + key)), 2e-5) << key;
-    ++checked;
-  }
+  const int checked = expect_lora_grads(adapter.trainable, dump);
   // layers x (query, value, and the three "dense": attention.output, intermediate, output) x (A, B)
   EXPECT_EQ(checked, 2 * 5 * 2);
 }
@@ -164,14 +173,7 @@ TEST(QloraParity, DecoderLogitsGradientsAndLossCurveMatch) {
             2e-5);
   EXPECT_NEAR(loss.item<double>(), dump.tensor("lora.loss").item<double>(), 1e-5);
   loss.backward();
-  int checked = 0;
-  for (const auto& t : adapter.trainable) {
-    std::string key = t.key;
-    key.insert(key.rfind(".weight"), ".default");
-    ASSERT_TRUE(t.tensor->grad().defined()) << key;
-    EXPECT_LT(max_abs_diff(t.tensor->grad(), dump.tensor("grad." + key)), 2e-5) << key;
-    ++checked;
-  }
+  const int checked = expect_lora_grads(adapter.trainable, dump);
   EXPECT_EQ(checked, 2 * 7 * 2);  // layers x (q, k, v, o, gate, up, down) x (A, B)
 
   const double worst =
