@@ -10,13 +10,21 @@ each holding save_pretrained's config.json, generation_config.json and model.saf
 tests/fixtures/models/llama_llama3 loaded with that BitsAndBytesConfig, plus hf_outputs.safetensors:
   input_ids [2, 12]   random ids (no padding)
   logits    [2, 12, 96] the quantized model's eval-mode forward (float32 activations)
+and, NF4 + double quantization only, for the other loaders:
+  tests/fixtures/models/t5_v1_1-bnb-nf4/      T5ForConditionalGeneration (transformers keeps the "wo" projections
+                                             dense: _keep_in_fp32_modules); hf_outputs: input_ids [2, 7],
+                                             decoder_input_ids [2, 5], logits
+  tests/fixtures/models/tiny-xlmr-qa-bnb-nf4/ XLMRobertaForQuestionAnswering (qa_outputs quantized too, as
+                                             transformers does); hf_outputs: input_ids [2, 9], start_logits,
+                                             end_logits
 
 Oracle policy as in tools/gen_bnb_fixtures.py: the 4-bit tensors are what CUDA bitsandbytes writes (the CPU
 backend's double-quant table lookup can pick a farther code, class 3 there), so every 4-bit weight saved by the
 CPU run is replaced by quantize_case's CUDA-semantics tensors (the number patched goes to stdout), and the logits
 come from transformers loading the patched folder.
 
-Run: ~/.cache/qlora/venv/bin/python tools/gen_prequant_fixtures.py
+Run: ~/.cache/qlora/venv/bin/python tools/gen_prequant_fixtures.py, then tools/gen_decoder_qlora_fixtures.py (which
+writes into llama_llama3-bnb-nf4/qlora/, removed here with the folder).
 """
 
 import os
@@ -25,7 +33,7 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, BitsAndBytesConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gen_bnb_fixtures import quantize_case  # noqa: E402
@@ -42,10 +50,10 @@ CONFIGS = {
 }
 
 
-def patch_to_cuda_semantics(folder, q):
+def patch_to_cuda_semantics(folder, q, base=BASE):
     path = os.path.join(folder, "model.safetensors")
     state = load_file(path)
-    dense = load_file(os.path.join(BASE, "model.safetensors"))
+    dense = load_file(os.path.join(base, "model.safetensors"))
     patched = 0
     for key in sorted(k for k in state if k.endswith(".weight.quant_map")):
         w = key[: -len(".quant_map")]
@@ -79,6 +87,37 @@ def main():
         save_file({"input_ids": input_ids, "logits": logits.contiguous()},
                   os.path.join(out, "hf_outputs.safetensors"))
         print(name, sorted(os.listdir(out)))
+    other_families(CONFIGS["nf4"])
+
+
+def other_families(q):
+    g = torch.Generator().manual_seed(12)
+    for base, cls in (("t5_v1_1", AutoModelForSeq2SeqLM), ("tiny-xlmr-qa", AutoModelForQuestionAnswering)):
+        src = os.path.join(ROOT, base)
+        out = os.path.join(ROOT, f"{base}-bnb-nf4")
+        shutil.rmtree(out, ignore_errors=True)
+        model = cls.from_pretrained(src, quantization_config=q, device_map="cpu", attn_implementation="eager")
+        model.save_pretrained(out)
+        for extra in ("generation_config.json",):
+            if os.path.exists(os.path.join(out, extra)) and base == "tiny-xlmr-qa":
+                os.remove(os.path.join(out, extra))
+        patch_to_cuda_semantics(out, q, base=src)
+        model = cls.from_pretrained(out, device_map="cpu", attn_implementation="eager")
+        model.eval()
+        with torch.no_grad():
+            if cls is AutoModelForSeq2SeqLM:
+                input_ids = torch.randint(3, model.config.vocab_size, (2, 7), generator=g)
+                decoder_input_ids = torch.randint(3, model.config.vocab_size, (2, 5), generator=g)
+                decoder_input_ids[:, 0] = model.config.decoder_start_token_id
+                logits = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+                tensors = {"input_ids": input_ids, "decoder_input_ids": decoder_input_ids, "logits": logits}
+            else:
+                input_ids = torch.randint(3, 200, (2, 9), generator=g)
+                input_ids[:, 0] = 0
+                o = model(input_ids=input_ids)
+                tensors = {"input_ids": input_ids, "start_logits": o.start_logits, "end_logits": o.end_logits}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "hf_outputs.safetensors"))
+        print(base, sorted(os.listdir(out)))
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ ModelShape t5_shape(const HfConfig& c) {
     s.others.push_back({stack + ".final_layer_norm.weight", C});
   }
   s.output_embeddings = "lm_head";
+  s.keep_dense = {"wo"};
   if (!s.tied_output) s.linears.push_back({"lm_head", C, s.vocab, false});
   return s;
 }

@@ -241,7 +241,8 @@ T5Config T5Config::from_hf_config(const HfConfig& hf) {
 std::vector<std::pair<std::string, nn::Linear*>> T5Model::named_linears() {
   std::vector<std::pair<std::string, nn::Linear*>> out;
   for (const Slot& s : tensor_table(*this)) {
-    if (s.linear != nullptr && s.tensor->defined())
+    // A quantized base has no dense weight but is still a linear (and a parameter, stored by bnb's keys).
+    if (s.linear != nullptr && (s.tensor->defined() || s.linear->base.quantized()))
       out.emplace_back(s.name.substr(0, s.name.size() - 7), s.linear);
   }
   return out;
@@ -251,7 +252,8 @@ std::vector<std::pair<std::string, at::Tensor*>> T5Model::named_parameters() {
   std::vector<std::pair<std::string, at::Tensor*>> out;
   for (const Slot& s : tensor_table(*this)) {
     if (s.linear == &lm_head && tied_lm_head) continue;  // one parameter, listed as shared.weight
-    if (s.tensor->defined()) out.emplace_back(s.name, s.tensor);
+    if (s.tensor->defined() || (s.linear != nullptr && s.linear->base.quantized()))
+      out.emplace_back(s.name, s.tensor);
   }
   return out;
 }

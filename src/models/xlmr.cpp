@@ -189,7 +189,9 @@ EncoderConfig EncoderConfig::from_hf_config(const HfConfig& hf) {
 std::vector<std::pair<std::string, nn::Linear*>> EncoderModel::named_linears() {
   std::vector<std::pair<std::string, nn::Linear*>> out;
   for (const ModuleSlot& s : module_table(*this)) {
-    if (s.linear != nullptr && s.weight->defined()) out.emplace_back(s.module, s.linear);
+    // A quantized base has no dense weight but is still a linear (and a parameter, stored by bnb's keys).
+    if (s.linear != nullptr && (s.weight->defined() || s.linear->base.quantized()))
+      out.emplace_back(s.module, s.linear);
   }
   return out;
 }
@@ -197,7 +199,7 @@ std::vector<std::pair<std::string, nn::Linear*>> EncoderModel::named_linears() {
 std::vector<std::pair<std::string, at::Tensor*>> EncoderModel::named_parameters() {
   std::vector<std::pair<std::string, at::Tensor*>> out;
   for (const ModuleSlot& s : module_table(*this)) {
-    if (!s.weight->defined()) continue;
+    if (!s.weight->defined() && !(s.linear != nullptr && s.linear->base.quantized())) continue;
     out.emplace_back(s.module + ".weight", s.weight);
     if (s.bias != nullptr && s.bias->defined()) out.emplace_back(s.module + ".bias", s.bias);
   }

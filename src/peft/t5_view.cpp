@@ -12,6 +12,7 @@ PeftModelView peft_view(models::T5Model& model) {
   view.parameters = model.named_parameters();
   view.output_embeddings = "lm_head";  // excluded from "all-linear", as PEFT excludes output embeddings
   view.model_type = model.config.model_type;
+  view.keep_dense = {"wo"};  // T5PreTrainedModel._keep_in_fp32_modules: bitsandbytes leaves them dense
   const bool mt5 = model.config.model_type == "mt5";
   view.base_model_class = mt5 ? "MT5ForConditionalGeneration" : "T5ForConditionalGeneration";
   view.parent_library = mt5 ? "transformers.models.mt5.modeling_mt5" : "transformers.models.t5.modeling_t5";

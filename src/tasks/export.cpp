@@ -18,6 +18,7 @@
 #include "qlora/models/t5.h"
 #include "qlora/ops/bnb_serialization.h"
 #include "qlora/peft/lora_model.h"
+#include "qlora/tasks/task_runner.h"
 
 namespace qlora::tasks {
 
@@ -167,7 +168,7 @@ Json export_merged(const ExportOptions& o) {
       if (linear->base.weight.defined() && !linear->base.quantized())
         linear->base.weight = linear->base.weight.to(dtype);
     }
-    quant.output_module = model.view.output_embeddings;
+    skip_dense_modules(quant, model.view);
     std::set<const nn::Linear*> already;
     for (auto& [module, linear] : model.view.linears)
       if (linear->base.quantized()) already.insert(linear);

@@ -87,8 +87,8 @@ MemoryBudget memory_budget(const config::RunConfig& cfg, const models::ModelShap
       full && mixed ? 4 : dtype_bytes(q4 || q8 ? cfg.quantization.compute_dtype : cfg.model.dtype);
   const int64_t act_bytes = mixed ? 2 : dtype_bytes(cfg.model.dtype);
 
-  // Which linears are quantized: all but the output head and quantization.skip_modules (transformers'
-  // llm_int8_skip_modules / get_keys_to_not_convert).
+  // Which linears are quantized: all but the output head, the family's keep_dense modules and
+  // quantization.skip_modules (transformers' llm_int8_skip_modules / get_keys_to_not_convert).
   int64_t base = 0, stats = 0;
   m.bits_per_quantized_param =
       q4   ? bits_per_param_4bit(cfg.quantization.blocksize, cfg.quantization.double_quant)
@@ -97,7 +97,8 @@ MemoryBudget memory_budget(const config::RunConfig& cfg, const models::ModelShap
   for (const auto& l : s.linears) {
     const int64_t w = l.in * l.out, b = l.bias ? l.out : 0;
     const bool quantized = (q4 || q8) && !full && l.module != s.output_embeddings &&
-                           !is_skipped(l.module, cfg.quantization.skip_modules);
+                           !is_skipped(l.module, cfg.quantization.skip_modules) &&
+                           !is_skipped(l.module, s.keep_dense);
     if (quantized) {
       m.quantized_params += w;
       base += q4 ? (w + 1) / 2 : w;

@@ -27,7 +27,7 @@ CausalLmBundle load_causal_lm_bundle(const std::string& model_dir, const std::st
   b.view = peft::peft_view(*b.model);
   if (quantize.load_in_4bit || quantize.load_in_8bit) {
     models::QuantizeOptions q = quantize;
-    q.output_module = b.view.output_embeddings;
+    skip_dense_modules(q, b.view);
     const auto report = models::quantize_linears(b.view.linears, q);
     log::info("quantized " + std::to_string(report.quantized.size()) + " linear layers (" +
               std::to_string(report.quantized_bytes) + " bytes)");

@@ -37,6 +37,11 @@ void copy_model_side_files(const std::string& from_dir, const std::string& to_di
   }
 }
 
+void skip_dense_modules(models::QuantizeOptions& options, const peft::PeftModelView& view) {
+  options.output_module = view.output_embeddings;
+  options.skip_modules.insert(options.skip_modules.end(), view.keep_dense.begin(), view.keep_dense.end());
+}
+
 models::QuantizeReport apply_quantization(const config::RunConfig& config, peft::PeftModelView& view) {
   const auto& q = config.quantization;
   models::QuantizeOptions o;
@@ -51,7 +56,7 @@ models::QuantizeReport apply_quantization(const config::RunConfig& config, peft:
   if (config.adapter.type == "lora")
     o.skip_modules.insert(o.skip_modules.end(), config.adapter.modules_to_save.begin(),
                           config.adapter.modules_to_save.end());
-  o.output_module = view.output_embeddings;
+  skip_dense_modules(o, view);
   models::QuantizeReport pre;  // linears a bitsandbytes checkpoint stored quantized
   for (const auto& [module, linear] : view.linears)
     if (linear->base.quantized()) pre.quantized.push_back(module);

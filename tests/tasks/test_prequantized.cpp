@@ -15,7 +15,9 @@
 #include "qlora/io/checkpoint.h"
 #include "qlora/io/safetensors.h"
 #include "qlora/models/causal_lm.h"
+#include "qlora/models/encoder.h"
 #include "qlora/models/quantize.h"
+#include "qlora/models/t5.h"
 #include "qlora/tasks/export.h"
 
 namespace qlora::tasks {
@@ -162,6 +164,65 @@ TEST(ExportQuantized, DenseExportOfAQuantizedBaseDequantizes) {
     EXPECT_TRUE(at::equal(ckpt.tensor(name + ".weight"), linear->base.dense_weight(at::kFloat)));
   }
   fsys::remove_all(out);
+}
+
+// The other loaders (T5, XLM-R QA) on NF4 + double quant: same logits as transformers (fp32, summation order
+// only), and export --quantize writes transformers' file, which for T5 means leaving the "wo" projections
+// dense as transformers does (_keep_in_fp32_modules).
+TEST(PrequantizedLoad, T5LogitsMatchTransformers) {
+  const std::string dir = kFixtures + "/models/t5_v1_1-bnb-nf4";
+  const auto hf = SafetensorsFile::open(dir + "/hf_outputs.safetensors");
+  models::T5Model model = models::load_t5(dir);
+  int64_t four_bit = 0;
+  for (const auto& [name, linear] : model.named_linears()) {
+    const bool wo = name.size() > 3 && name.compare(name.size() - 3, 3, ".wo") == 0;
+    EXPECT_EQ(linear->base.q4 != nullptr, !wo && name != "lm_head") << name;
+    four_bit += linear->base.q4 != nullptr;
+  }
+  EXPECT_EQ(four_bit, 32);
+  models::Seq2SeqInputs in;
+  in.input_ids = hf.tensor("input_ids");
+  in.decoder_input_ids = hf.tensor("decoder_input_ids");
+  at::NoGradGuard no_grad;
+  const at::Tensor logits = models::seq2seq_forward(model, in, {}).logits;
+  EXPECT_LT((logits - hf.tensor("logits")).abs().max().item<double>(), 1e-5);
+}
+
+TEST(PrequantizedLoad, XlmrQaLogitsMatchTransformers) {
+  const std::string dir = kFixtures + "/models/tiny-xlmr-qa-bnb-nf4";
+  const auto hf = SafetensorsFile::open(dir + "/hf_outputs.safetensors");
+  models::EncoderLoadOptions options;
+  options.head = models::EncoderHead::kQuestionAnswering;
+  models::EncoderModel model = models::load_encoder(dir, options);
+  int64_t four_bit = 0;
+  for (const auto& [name, linear] : model.named_linears()) four_bit += linear->base.q4 != nullptr;
+  EXPECT_EQ(four_bit, 13);  // every linear, qa_outputs included (transformers quantizes it too)
+  at::NoGradGuard no_grad;
+  const auto out = models::qa_forward(model, {hf.tensor("input_ids"), {}, {}}, {});
+  EXPECT_LT((out.start - hf.tensor("start_logits")).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((out.end - hf.tensor("end_logits")).abs().max().item<double>(), 1e-5);
+}
+
+TEST(ExportQuantized, T5AndXlmrWriteWhatTransformersSaves) {
+  for (const std::string base : {"t5_v1_1", "tiny-xlmr-qa"}) {
+    SCOPED_TRACE(base);
+    const std::string out = temp_dir("export_" + base);
+    fsys::remove_all(out);
+    ExportOptions o;
+    o.model_dir = kFixtures + "/models/" + base;
+    o.out_dir = out;
+    o.quantize = "nf4";
+    export_merged(o);
+    const Checkpoint ours = open_checkpoint(out);
+    const Checkpoint theirs = open_checkpoint(kFixtures + "/models/" + base + "-bnb-nf4");
+    EXPECT_EQ(ours.names(), theirs.names());
+    for (const std::string& name : theirs.names()) {
+      if (!ours.contains(name)) continue;
+      const at::Tensor x = ours.tensor(name), y = theirs.tensor(name);
+      EXPECT_TRUE(x.scalar_type() == y.scalar_type() && x.sizes() == y.sizes() && at::equal(x, y)) << name;
+    }
+    fsys::remove_all(out);
+  }
 }
 
 TEST(PrequantizedLoad, Int8ThresholdComesFromTheConfig) {

@@ -25,19 +25,20 @@ struct ParamShape {
 };
 
 struct ModelShape {
-  std::string family;                // "llama", "mpt", "t5", "encoder"
-  std::vector<LinearShape> linears;  // model order
-  std::vector<ParamShape> others;    // embeddings, norms, position tables (not linears)
-  std::string output_embeddings;     // "lm_head" (generative) or "" ; a tied head is not in `linears`
-  bool tied_output = false;          // the head reuses the input embedding
-  int64_t num_layers = 0;            // decoder layers (encoder + decoder for T5)
-  int64_t hidden = 0;                // C
-  int64_t heads = 0;                 // H
-  int64_t kv_heads = 0;              // Hkv
-  int64_t head_dim = 0;              // D
-  int64_t intermediate = 0;          // FFN width
-  int64_t vocab = 0;                 // V
-  bool gated_mlp = false;            // SwiGLU / gated-GELU (three FFN matrices)
+  std::string family;                   // "llama", "mpt", "t5", "encoder"
+  std::vector<LinearShape> linears;     // model order
+  std::vector<ParamShape> others;       // embeddings, norms, position tables (not linears)
+  std::string output_embeddings;        // "lm_head" (generative) or "" ; a tied head is not in `linears`
+  bool tied_output = false;             // the head reuses the input embedding
+  std::vector<std::string> keep_dense;  // never quantized by transformers (T5's "wo"), as in PeftModelView
+  int64_t num_layers = 0;               // decoder layers (encoder + decoder for T5)
+  int64_t hidden = 0;                   // C
+  int64_t heads = 0;                    // H
+  int64_t kv_heads = 0;                 // Hkv
+  int64_t head_dim = 0;                 // D
+  int64_t intermediate = 0;             // FFN width
+  int64_t vocab = 0;                    // V
+  bool gated_mlp = false;               // SwiGLU / gated-GELU (three FFN matrices)
 
   int64_t linear_params() const;  // weights + biases of `linears`
   int64_t other_params() const;

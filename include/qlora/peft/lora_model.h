@@ -33,6 +33,9 @@ struct PeftModelView {
   std::string base_model_class;   // "XLMRobertaForQuestionAnswering": auto_mapping when task_type is null
   std::string parent_library;     // "transformers.models.xlm_roberta.modeling_xlm_roberta"
   std::string model_type;         // config.json's model_type: picks PEFT's default target_modules
+  // Linears transformers never quantizes for this family (its _keep_in_fp32_modules: T5's "wo"), as module
+  // paths or "."-suffixes.
+  std::vector<std::string> keep_dense;
 
   // Every module path holding a parameter (all dot-prefixes of parameter names), parents first.
   std::vector<std::string> module_names() const;

@@ -30,6 +30,10 @@ void copy_model_side_files(const std::string& from_dir, const std::string& to_di
 // bases for every linear except the output embeddings, quantization.skip_modules and the
 // adapter.modules_to_save (trained in full, so kept dense; transformers would quantize a QA head and PEFT
 // then fails to train it). Logs what was done; a no-op when neither load_in_4bit nor load_in_8bit.
+// What transformers' bitsandbytes quantizer leaves dense in `view`: the output embeddings and the family's
+// keep_dense modules, added to `options` (output_module, skip_modules).
+void skip_dense_modules(models::QuantizeOptions& options, const peft::PeftModelView& view);
+
 models::QuantizeReport apply_quantization(const config::RunConfig& config, peft::PeftModelView& view);
 
 // "fp32" / "bf16" / "fp16" -> dtype; Error otherwise.
