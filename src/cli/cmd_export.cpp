@@ -6,8 +6,9 @@ namespace qlora::cli {
 
 void add_export_command(CLI::App& app, Registry& registry, const GlobalOptions& /*global*/) {
   auto opts = std::make_shared<tasks::ExportOptions>();
-  auto* sub =
-      app.add_subcommand("export", "Merge a LoRA adapter into its base model and save a HF checkpoint");
+  auto* sub = app.add_subcommand("export",
+                                 "Merge a LoRA adapter into its base model and save a HF checkpoint (dense, "
+                                 "or bitsandbytes with --quantize)");
   sub->add_option("--model", opts->model_dir, "Base model folder (config.json + safetensors)")
       ->required()
       ->check(CLI::ExistingDirectory);
@@ -32,10 +33,10 @@ void add_export_command(CLI::App& app, Registry& registry, const GlobalOptions& 
   sub->footer(
       example_footer("  qlora export --model models/Llama-2-7b-hf --adapter runs/llama2_vi/best --out "
                      "models/llama2-vi-merged\n"
-                     "  qlora export --model models/Llama-2-7b-hf --out models/llama2-7b-nf4 --quantize nf4 "
-                     "--dtype fp16\n"
                      "  python -c \"from transformers import AutoModelForCausalLM as M; "
-                     "M.from_pretrained('models/llama2-vi-merged')\"\n"));
+                     "M.from_pretrained('models/llama2-vi-merged')\"\n"
+                     "  qlora export --model models/Llama-2-7b-hf --out models/llama2-7b-nf4 --quantize nf4 "
+                     "--dtype fp16\n"));
   registry.add(sub, [opts] { return tasks::export_merged(*opts); });
 }
 
