@@ -3,7 +3,9 @@
 #include <ATen/ATen.h>
 
 #include "decoder_families.h"
+#include "qlora/core/atomic_file.h"
 #include "qlora/core/error.h"
+#include "qlora/core/fs.h"
 #include "qlora/ops/bnb_serialization.h"
 
 namespace qlora::models {
@@ -11,6 +13,20 @@ namespace qlora::models {
 void KvCache::select_rows(const at::Tensor& rows) {
   for (auto& k : keys) k = k.index_select(0, rows);
   for (auto& v : values) v = v.index_select(0, rows);
+}
+
+std::string config_json_text(const HfConfig& config, const std::string& dir) {
+  const std::string file = fsys::join(dir, "config.json");
+  return fsys::exists(file) ? read_file(file) : config.json().dump(2);
+}
+
+void cast_parameters(const std::vector<std::pair<std::string, at::Tensor*>>& params, at::ScalarType dtype) {
+  at::NoGradGuard no_grad;
+  for (const auto& [name, tensor] : params) {
+    if (!tensor->defined()) continue;
+    const bool requires_grad = tensor->requires_grad();
+    *tensor = tensor->to(dtype).set_requires_grad(requires_grad);
+  }
 }
 
 std::unique_ptr<CausalLM> load_causal_lm(const std::string& dir, const CausalLmLoadOptions& options) {

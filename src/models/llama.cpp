@@ -8,9 +8,7 @@
 #include <limits>
 
 #include "decoder_families.h"
-#include "qlora/core/atomic_file.h"
 #include "qlora/core/error.h"
-#include "qlora/core/fs.h"
 #include "qlora/io/checkpoint.h"
 #include "qlora/models/quantize.h"
 #include "qlora/nn/attention.h"
@@ -166,11 +164,7 @@ class LlamaModel final : public CausalLM {
   }
 
   void to(at::ScalarType dtype) override {
-    at::NoGradGuard no_grad;
-    for (auto& [name, tensor] : named_parameters()) {
-      const bool requires_grad = tensor->requires_grad();
-      *tensor = tensor->to(dtype).set_requires_grad(requires_grad);
-    }
+    cast_parameters(named_parameters(), dtype);
     if (c_.tie_word_embeddings) lm_head_.base.weight = embed_tokens_;
   }
 
@@ -374,10 +368,8 @@ at::Tensor default_position_ids(const CausalLmInputs& in, int64_t S) {
 
 std::unique_ptr<CausalLM> load_llama_family(const HfConfig& config, const std::string& dir,
                                             const CausalLmLoadOptions& options) {
-  // The file's own text, so that merged exports carry config.json byte for byte.
-  const std::string file = fsys::join(dir, "config.json");
-  std::string text = fsys::exists(file) ? read_file(file) : config.json().dump(2);
-  auto model = std::make_unique<LlamaModel>(LlamaConfig::from_hf_config(config), std::move(text));
+  auto model =
+      std::make_unique<LlamaModel>(LlamaConfig::from_hf_config(config), config_json_text(config, dir));
   model->load(dir, options.dtype);
   return model;
 }

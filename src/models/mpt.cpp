@@ -25,9 +25,7 @@
 #include <limits>
 
 #include "decoder_families.h"
-#include "qlora/core/atomic_file.h"
 #include "qlora/core/error.h"
-#include "qlora/core/fs.h"
 #include "qlora/io/checkpoint.h"
 #include "qlora/models/llama.h"
 #include "qlora/models/quantize.h"
@@ -154,13 +152,7 @@ class MptModel final : public CausalLM {
   }
 
   // The ALiBi table stays float32, as llm-foundry keeps it.
-  void to(at::ScalarType dtype) override {
-    at::NoGradGuard no_grad;
-    for (auto& [name, tensor] : named_parameters()) {
-      const bool requires_grad = tensor->requires_grad();
-      *tensor = tensor->to(dtype).set_requires_grad(requires_grad);
-    }
-  }
+  void to(at::ScalarType dtype) override { cast_parameters(named_parameters(), dtype); }
 
   CausalLmOutput forward(const CausalLmInputs& in, KvCache* cache, const nn::ForwardContext& ctx) override {
     const at::Tensor& ids = in.input_ids;  // [B, T]
@@ -465,10 +457,7 @@ at::Tensor mpt_alibi_bias(int64_t n_heads, int64_t length, double alibi_bias_max
 
 std::unique_ptr<CausalLM> load_mpt(const HfConfig& config, const std::string& dir,
                                    const CausalLmLoadOptions& options) {
-  // The file's own text, so that merged exports carry config.json byte for byte.
-  const std::string file = fsys::join(dir, "config.json");
-  std::string text = fsys::exists(file) ? read_file(file) : config.json().dump(2);
-  auto model = std::make_unique<MptModel>(MptConfig::from_hf_config(config), std::move(text));
+  auto model = std::make_unique<MptModel>(MptConfig::from_hf_config(config), config_json_text(config, dir));
   model->load(dir, options.dtype);
   return model;
 }

@@ -225,6 +225,13 @@ TEST(ExportQuantized, T5AndXlmrWriteWhatTransformersSaves) {
   }
 }
 
+TEST(PrequantizedLoad, CastingTheModelLeavesQuantizedWeightsAlone) {
+  auto model = models::load_causal_lm(folder("nf4"));
+  model->to(at::kBFloat16);  // used to throw on the undefined dense weight of a quantized linear
+  EXPECT_EQ(model->dtype(), at::kBFloat16);
+  EXPECT_EQ(count_quantized(*model, true), 14);
+}
+
 TEST(PrequantizedLoad, Int8ThresholdComesFromTheConfig) {
   const std::string dir = temp_dir("int8_threshold");
   fsys::remove_all(dir);
