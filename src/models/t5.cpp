@@ -265,6 +265,7 @@ void T5Model::to(at::ScalarType dtype) {
     for (T5Block& b : s->blocks) fp32.insert(&b.ff.wo.base.weight);
   }
   for (auto& [name, tensor] : named_parameters()) {
+    if (!tensor->defined()) continue;  // a quantized linear's weight lives in its quant state
     const bool requires_grad = tensor->requires_grad();
     // from_pretrained keeps _keep_in_fp32_modules in float32 for fp16 loads only (bf16 has the range).
     const at::ScalarType to_type = dtype == at::kHalf && fp32.count(tensor) ? at::kFloat : dtype;

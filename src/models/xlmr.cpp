@@ -213,6 +213,7 @@ std::string EncoderModel::hf_module_name(const std::string& module) const {
 void EncoderModel::to(at::ScalarType dtype) {
   at::NoGradGuard no_grad;
   for (auto& [name, tensor] : named_parameters()) {
+    if (!tensor->defined()) continue;  // a quantized linear's weight lives in its quant state
     const bool requires_grad = tensor->requires_grad();
     *tensor = tensor->to(dtype).set_requires_grad(requires_grad);
   }

@@ -230,6 +230,14 @@ TEST(PrequantizedLoad, CastingTheModelLeavesQuantizedWeightsAlone) {
   model->to(at::kBFloat16);  // used to throw on the undefined dense weight of a quantized linear
   EXPECT_EQ(model->dtype(), at::kBFloat16);
   EXPECT_EQ(count_quantized(*model, true), 14);
+  models::T5Model t5 = models::load_t5(kFixtures + "/models/t5_v1_1-bnb-nf4");
+  t5.to(at::kBFloat16);
+  EXPECT_EQ(t5.shared.scalar_type(), at::kBFloat16);
+  models::EncoderLoadOptions options;
+  options.head = models::EncoderHead::kQuestionAnswering;
+  models::EncoderModel xlmr = models::load_encoder(kFixtures + "/models/tiny-xlmr-qa-bnb-nf4", options);
+  xlmr.to(at::kBFloat16);
+  EXPECT_EQ(xlmr.word_embeddings.scalar_type(), at::kBFloat16);
 }
 
 TEST(PrequantizedLoad, Int8ThresholdComesFromTheConfig) {
