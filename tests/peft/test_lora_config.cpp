@@ -124,11 +124,14 @@ TEST(LoraConfigJson, UnsupportedPeftFeaturesAreRejectedByKey) {
 }
 
 TEST(LoraConfigJson, FromRunConfigSection) {
-  config::AdapterSection s;  // r 8, alpha 16, dropout 0.05, query/value, qa_outputs saved
+  config::AdapterSection s;  // r 8, alpha 16, dropout 0.05, PEFT's default targets, qa_outputs saved
   LoraConfig c = lora_config_from_section(s);
   EXPECT_EQ(c.r, 8);
   EXPECT_EQ(c.lora_alpha, 16);
   EXPECT_DOUBLE_EQ(c.lora_dropout, 0.05);
+  EXPECT_TRUE(c.target_modules.is_null());  // resolved by attach_lora from the model type, as PEFT does
+  s.target_modules = {"query", "value"};
+  c = lora_config_from_section(s);
   EXPECT_EQ(c.target_modules, NameSpec::list({"query", "value"}));
   ASSERT_TRUE(c.modules_to_save.has_value());
   EXPECT_EQ(*c.modules_to_save, std::vector<std::string>{"qa_outputs"});

@@ -46,7 +46,9 @@ struct AdapterSection {
   int64_t r = 8;              // LoRA rank
   double alpha = 16;          // lora_alpha; scaling = alpha / r (alpha / sqrt(r) with rslora)
   double dropout = 0.05;      // lora_dropout probability
-  std::vector<std::string> target_modules = {"query", "value"};  // PEFT suffix match; "all-linear"
+  // PEFT suffix match or "all-linear"; empty = PEFT's default for the model type (as target_modules=None):
+  // query/value for XLM-R and BERT, q/v for T5, q_proj/v_proj for LLaMA-family, Wqkv for MPT.
+  std::vector<std::string> target_modules;
   std::string target_regex;   // if set, a PEFT regex string (re.fullmatch) instead of the list
   std::string bias = "none";  // none, all, lora_only
   std::vector<std::string> modules_to_save = {"qa_outputs"};  // fully trained and saved modules
