@@ -31,6 +31,9 @@
 namespace {
 
 using namespace qlora;
+using qlora_bench::add_memory;
+using qlora_bench::after_load;
+using qlora_bench::LoadInfo;
 using qlora_bench::median;
 using qlora_bench::ms_since;
 using qlora_bench::proc_status_mib;
@@ -52,30 +55,6 @@ struct BenchOptions {
   double max_grad_norm = 1.0;
 };
 
-// Fields every mode reports, filled once the model is loaded.
-struct LoadInfo {
-  double load_s = 0, load_peak_mib = 0, rss_after_load_mib = 0;
-  bool peak_reset = false;
-};
-
-LoadInfo after_load(Clock::time_point t_load) {
-  LoadInfo info;
-  info.load_s = ms_since(t_load) / 1000.0;
-  info.load_peak_mib = proc_status_mib("VmHWM");
-  info.rss_after_load_mib = proc_status_mib("VmRSS");
-  info.peak_reset = qlora_bench::reset_peak_rss();
-  return info;
-}
-
-void add_memory(Json& out, const LoadInfo& info) {
-  const double hwm_mib = proc_status_mib("VmHWM");  // since the reset when it worked, else whole run
-  out["peak_rss_mib"] = std::max(info.load_peak_mib, hwm_mib);
-  out["run_peak_rss_mib"] = info.peak_reset ? Json(hwm_mib) : Json(nullptr);
-  out["load_peak_rss_mib"] = info.load_peak_mib;
-  out["rss_after_load_mib"] = info.rss_after_load_mib;
-  out["load_s"] = info.load_s;
-}
-
 Json run_train(const BenchOptions& o) {
   const auto t_load = Clock::now();
   std::unique_ptr<models::CausalLM> model = models::load_causal_lm(o.model_dir);
@@ -89,16 +68,9 @@ Json run_train(const BenchOptions& o) {
   const peft::LoraSummary adapter = peft::attach_lora(view, lora, o.seed);
   const LoadInfo info = after_load(t_load);
 
-  train::ParamGroup decay, plain;
-  std::vector<at::Tensor> params;
-  for (const auto& t : adapter.trainable) {
-    train::ParamGroup& g = train::decays(t.key) ? decay : plain;
-    g.names.push_back(t.key);
-    g.params.push_back(*t.tensor);
-    params.push_back(*t.tensor);
-  }
-  decay.weight_decay = o.weight_decay;
-  train::AdamW optimizer({decay, plain}, {});
+  const auto named = qlora_bench::named_trainable(adapter.trainable);
+  const std::vector<at::Tensor> params = qlora_bench::tensors_of(named);
+  train::AdamW optimizer(train::decay_groups(named, o.weight_decay), {});
 
   // Same draws as bench_causal_lm.py: full rows of random ids after BOS, labels = inputs.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);

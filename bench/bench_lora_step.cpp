@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "qlora/core/error.h"
 #include "qlora/core/jsonl.h"
 #include "qlora/models/encoder.h"
@@ -39,32 +40,6 @@ struct BenchOptions {
   double max_grad_norm = 1.0;
 };
 
-// A value of /proc/self/status in MiB ("VmHWM", "VmRSS"), or -1 when it cannot be read.
-double proc_status_mib(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.compare(0, key.size() + 1, key + ":") == 0)
-      return std::stod(line.substr(key.size() + 1)) / 1024.0;
-  }
-  return -1;
-}
-
-// Resets VmHWM to the current RSS (Linux >= 4.0), so that the peak of the training steps can be told
-// apart from the peak of loading. Returns false where /proc refuses it.
-bool reset_peak_rss() {
-  std::ofstream out("/proc/self/clear_refs");
-  out << "5";
-  out.flush();
-  return static_cast<bool>(out);
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 Json run(const BenchOptions& o) {
   if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
   const auto t_load = std::chrono::steady_clock::now();
@@ -78,22 +53,12 @@ Json run(const BenchOptions& o) {
   lora.modules_to_save = std::vector<std::string>{"qa_outputs"};
   lora.task_type = "QUESTION_ANS";
   const peft::LoraSummary adapter = peft::attach_lora(view, lora, o.seed);
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-  const double load_peak_mib = proc_status_mib("VmHWM");
-  const double rss_after_load_mib = proc_status_mib("VmRSS");
-  const bool peak_reset = reset_peak_rss();
+  const qlora_bench::LoadInfo info = qlora_bench::after_load(t_load);
 
   // The trainer's two groups: biases and LayerNorm weights skip the decay.
-  train::ParamGroup decay, plain;
-  std::vector<at::Tensor> params;
-  for (const auto& t : adapter.trainable) {
-    train::ParamGroup& g = train::decays(t.key) ? decay : plain;
-    g.names.push_back(t.key);
-    g.params.push_back(*t.tensor);
-    params.push_back(*t.tensor);
-  }
-  decay.weight_decay = o.weight_decay;
-  train::AdamW optimizer({decay, plain}, {});
+  const auto named = qlora_bench::named_trainable(adapter.trainable);
+  const std::vector<at::Tensor> params = qlora_bench::tensors_of(named);
+  train::AdamW optimizer(train::decay_groups(named, o.weight_decay), {});
 
   // Same draws as bench_lora_step.py (one CPU generator, same seed, same order): full windows,
   // <s> ... </s>, an answer span in the first half.
@@ -120,13 +85,12 @@ Json run(const BenchOptions& o) {
     optimizer.step(o.lr);
     optimizer.zero_grad();
     const double loss_value = loss.item<double>();
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double ms = qlora_bench::ms_since(t0);
     if (step == 0) first_loss = loss_value;
     if (step >= o.warmup) step_ms.push_back(ms);
   }
 
-  const double med_ms = median(step_ms);
+  const double med_ms = qlora_bench::median(step_ms);
   Json out;
   out["impl"] = "qlora";
   out["attn"] = "eager";
@@ -140,12 +104,9 @@ Json run(const BenchOptions& o) {
   out["tokens_per_s"] = 1000.0 * static_cast<double>(B * T) / med_ms;
   out["median_step_ms"] = med_ms;
   out["step_ms"] = step_ms;
-  const double hwm_mib = proc_status_mib("VmHWM");         // since the reset when it worked, else whole run
-  out["peak_rss_mib"] = std::max(load_peak_mib, hwm_mib);  // the whole process
-  out["train_peak_rss_mib"] = peak_reset ? Json(hwm_mib) : Json(nullptr);  // during the steps
-  out["load_peak_rss_mib"] = load_peak_mib;
-  out["rss_after_load_mib"] = rss_after_load_mib;
-  out["load_s"] = load_s;
+  qlora_bench::add_memory(out, info);
+  out["train_peak_rss_mib"] = out["run_peak_rss_mib"];  // the name bench/run.sh and bench_lora_step.py use
+  out.erase("run_peak_rss_mib");
   out["trainable_params"] = adapter.trainable_params;
   out["first_loss"] = first_loss;
   out["input_ids_sum"] = input_ids.sum().item<int64_t>();

@@ -1,11 +1,17 @@
-// Helpers shared by the bench_* programs: peak memory from /proc and the median of timings.
+// Helpers shared by the bench_* programs: peak memory from /proc, the median of timings, what loading cost,
+// and an adapter's trainable tensors by name.
 #pragma once
+
+#include <ATen/core/Tensor.h>
 
 #include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "qlora/core/jsonl.h"
 
 namespace qlora_bench {
 
@@ -37,6 +43,46 @@ inline double median(std::vector<double> v) {
 
 inline double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Time and memory of loading a model; after_load also resets the peak so that the run's own peak is seen.
+struct LoadInfo {
+  double load_s = 0, load_peak_mib = 0, rss_after_load_mib = 0;
+  bool peak_reset = false;
+};
+
+inline LoadInfo after_load(std::chrono::steady_clock::time_point t_load) {
+  LoadInfo info;
+  info.load_s = ms_since(t_load) / 1000.0;
+  info.load_peak_mib = proc_status_mib("VmHWM");
+  info.rss_after_load_mib = proc_status_mib("VmRSS");
+  info.peak_reset = reset_peak_rss();
+  return info;
+}
+
+// The memory fields every mode reports.
+inline void add_memory(qlora::Json& out, const LoadInfo& info) {
+  const double hwm_mib = proc_status_mib("VmHWM");  // since the reset when it worked, else whole run
+  out["peak_rss_mib"] = std::max(info.load_peak_mib, hwm_mib);
+  out["run_peak_rss_mib"] = info.peak_reset ? qlora::Json(hwm_mib) : qlora::Json(nullptr);
+  out["load_peak_rss_mib"] = info.load_peak_mib;
+  out["rss_after_load_mib"] = info.rss_after_load_mib;
+  out["load_s"] = info.load_s;
+}
+
+// peft::LoraSummary::trainable ({key, tensor*} in PEFT order) as (name, tensor) pairs for
+// train::decay_groups, and the bare tensors for clip_grad_norm.
+template <typename Trainable>
+std::vector<std::pair<std::string, at::Tensor>> named_trainable(const Trainable& trainable) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& t : trainable) out.emplace_back(t.key, *t.tensor);
+  return out;
+}
+
+inline std::vector<at::Tensor> tensors_of(const std::vector<std::pair<std::string, at::Tensor>>& named) {
+  std::vector<at::Tensor> out;
+  for (const auto& [name, t] : named) out.push_back(t);
+  return out;
 }
 
 }  // namespace qlora_bench

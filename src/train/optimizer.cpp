@@ -202,4 +202,16 @@ bool decays(const std::string& name) {
   return lower.rfind("norm", 0) != 0;  // a top-level "norm..." parameter
 }
 
+std::vector<ParamGroup> decay_groups(const std::vector<std::pair<std::string, at::Tensor>>& named,
+                                     double weight_decay) {
+  ParamGroup decay, plain;
+  decay.weight_decay = weight_decay;
+  for (const auto& [name, tensor] : named) {
+    ParamGroup& g = decays(name) ? decay : plain;
+    g.names.push_back(name);
+    g.params.push_back(tensor);
+  }
+  return {decay, plain};
+}
+
 }  // namespace qlora::train

@@ -180,28 +180,19 @@ class Trainer {
  public:
   Trainer(TrainTask& task, const TrainerOptions& options, const LogSink& sink)
       : task_(task), o_(options), sink_(sink), plan_(make_plan(options, task.num_train_samples())) {
-    std::vector<std::string> decay_names, plain_names;
-    std::vector<at::Tensor> decay_params, plain_params;
-    for (const auto& [name, tensor] : task_.trainable_parameters()) {
+    const NamedTensorRefs trainable = task_.trainable_parameters();
+    for (const auto& [name, tensor] : trainable) {
       if (!tensor.requires_grad()) fail("trainable parameter '" + name + "' does not require grad");
       trainable_count_ += tensor.numel();
       all_params_.push_back(tensor);
-      if (decays(name)) {
-        decay_names.push_back(name);
-        decay_params.push_back(tensor);
-      } else {
-        plain_names.push_back(name);
-        plain_params.push_back(tensor);
-      }
     }
     if (all_params_.empty()) fail("nothing to train: no parameter requires grad");
     AdamWOptions ao;
     ao.beta1 = o_.adam_beta1;
     ao.beta2 = o_.adam_beta2;
     ao.eps = o_.adam_epsilon;
-    optimizer_ = std::make_unique<AdamW>(std::vector<ParamGroup>{{decay_names, decay_params, o_.weight_decay},
-                                                                 {plain_names, plain_params, 0.0}},
-                                         adamw_variant(o_.optim, ao));
+    optimizer_ =
+        std::make_unique<AdamW>(decay_groups(trainable, o_.weight_decay), adamw_variant(o_.optim, ao));
     for (const auto& p : all_params_) {
       if (p.scalar_type() != at::kFloat && o_.mixed_precision != "no") {
         fail("train.mixed_precision needs float32 trainable parameters (master weights); one is " +

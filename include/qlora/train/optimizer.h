@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace qlora::train {
@@ -73,5 +74,10 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
 
 // Which parameters decay: transformers' Trainer excludes biases and LayerNorm weights.
 bool decays(const std::string& param_name);
+
+// transformers Trainer's two AdamW groups, in the given order: the parameters that decay (weight_decay), then
+// the biases and norm weights (0).
+std::vector<ParamGroup> decay_groups(const std::vector<std::pair<std::string, at::Tensor>>& named,
+                                     double weight_decay);
 
 }  // namespace qlora::train
