@@ -99,10 +99,9 @@ at::Tensor lora_delta_weight(const LoraAdapter& adapter, at::ScalarType dtype) {
   return delta.to(dtype);
 }
 
-// A quantized base becomes dense (compute dtype) so that the delta can be added exactly.
-static void densify(LinearBase& base) {
+void densify(LinearBase& base, std::optional<at::ScalarType> dtype) {
   if (!base.quantized()) return;
-  base.weight = base.dense_weight(base.compute_dtype);
+  base.weight = base.dense_weight(dtype.value_or(base.compute_dtype));
   base.q4.reset();
   base.q8.reset();
 }

@@ -121,10 +121,7 @@ void densify_unless(peft::PeftModelView& view, const models::QuantizeOptions& q,
     const bool keep = (b.q4 && q.load_in_4bit && b.q4->quant_type == q.quant_type &&
                        b.q4->blocksize == q.blocksize && b.q4->nested() == q.double_quant) ||
                       (b.q8 && q.load_in_8bit);
-    if (keep) continue;
-    b.weight = b.dense_weight(dtype);
-    b.q4.reset();
-    b.q8.reset();
+    if (!keep) nn::densify(b, dtype);
   }
 }
 

@@ -37,6 +37,9 @@ struct LinearBase {
 void quantize_base_4bit(LinearBase& base, ops::QuantType type, int64_t blocksize, bool double_quant,
                         at::ScalarType compute_dtype);
 void quantize_base_int8(LinearBase& base, at::ScalarType compute_dtype, double threshold);
+// The reverse: a quantized base becomes its dequantized dense weight in `dtype` (default its compute dtype,
+// so that a merged delta adds exactly); a dense base is left alone.
+void densify(LinearBase& base, std::optional<at::ScalarType> dtype = std::nullopt);
 
 // A LoRA adapter on one projection (PEFT LoraLayer): out += B(A(dropout(x))) * scaling.
 struct LoraAdapter {
