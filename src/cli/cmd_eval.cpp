@@ -18,7 +18,7 @@ struct EvalOptions {
   std::string predictions;
   std::vector<std::string> references;
   std::string normalize = "squad";
-  std::string lang = "vi";
+  std::string lang;  // required with --normalize mlqa
   std::string version = "auto";
   double na_threshold = 1.0;
   std::string model;
@@ -176,6 +176,8 @@ eval::TextMetricOptions metric_options(const EvalOptions& opts) {
 }
 
 Json run_eval(const EvalOptions& opts) {
+  if (!opts.lang.empty() && !(opts.metric == "em_f1" && opts.normalize == "mlqa"))
+    log::warn("--lang " + opts.lang + " is ignored: only --metric em_f1 --normalize mlqa uses a language");
   if (opts.metric == "em_f1") return run_em_f1(opts);
   return run_text_metric(opts);
 }
@@ -188,7 +190,8 @@ void add_eval_command(CLI::App& app, Registry& registry, const GlobalOptions& gl
       app.add_subcommand("eval", "Score a model, or a predictions file, with EM/F1, ROUGE, BLEU or chrF");
   sub->add_option(
          "--metric", opts->metric,
-         "em_f1 (extractive QA), rouge (rouge-score), bleu (sacrebleu BLEU()) or chrf (sacrebleu CHRF())")
+         "em_f1 (extractive QA), rouge (rouge-score F/P/R, reported x100: \"scale\": 100), bleu (sacrebleu "
+         "BLEU()) or chrf (sacrebleu CHRF())")
       ->check(CLI::IsMember({"em_f1", "rouge", "bleu", "chrf"}))
       ->capture_default_str();
   sub->add_option(
@@ -229,8 +232,8 @@ void add_eval_command(CLI::App& app, Registry& registry, const GlobalOptions& gl
                   "or mlqa (Unicode punctuation and per-language articles; right for Vietnamese)")
       ->check(CLI::IsMember({"squad", "mlqa"}))
       ->capture_default_str();
-  sub->add_option("--lang", opts->lang, "language of the mlqa normalisation: vi, en, es, de, ar, hi, zh")
-      ->capture_default_str();
+  sub->add_option("--lang", opts->lang,
+                  "language of the mlqa normalisation (required with it): vi, en, es, de, ar, hi, zh");
   sub->add_option("--squad-version", opts->version, "auto (v2 when any question is unanswerable), v1 or v2")
       ->capture_default_str();
   sub->add_option("--na-threshold", opts->na_threshold,

@@ -2,11 +2,13 @@
 
 #include <cmath>
 #include <random>
+#include <set>
 #include <unordered_map>
 
 #include "qlora/core/atomic_file.h"
 #include "qlora/core/error.h"
 #include "qlora/core/fs.h"
+#include "qlora/core/suggest.h"
 
 namespace qlora::data {
 
@@ -109,7 +111,10 @@ SplitResult split(const SplitOptions& options) {
   std::string group_field = options.group_field == "none" ? "" : options.group_field;
   std::vector<Group> groups;
   std::unordered_map<std::string, size_t> group_of;
+  std::set<std::string> fields;  // every field name seen: a misspelt filter field gets a did-you-mean
   for_each_jsonl(options.input, [&](const Json& record, int64_t line) {
+    if (filter.active())
+      for (const auto& [key, value] : record.items()) fields.insert(key);
     if (result.records == 0 && group_field == "auto")
       group_field = record.contains("context") ? "context" : "";
     ++result.records;
@@ -128,6 +133,11 @@ SplitResult split(const SplitOptions& options) {
     groups[g].lines.push_back(line);
     if (!filter.active() || filter.passes(record)) ++groups[g].passing;
   });
+  if (filter.active() && result.records > 0 && !fields.count(filter.field)) {
+    // Not one record could pass: an empty valid set is never what a misspelt field meant.
+    fail(options.input + ": --valid-filter field \"" + filter.field + "\" is in no record" +
+         did_you_mean(filter.field, std::vector<std::string>(fields.begin(), fields.end())));
+  }
   if (group_field == "auto") group_field = "";  // empty input
   result.group_field = group_field;
   result.groups = static_cast<int64_t>(groups.size());

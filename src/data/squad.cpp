@@ -146,7 +146,9 @@ class SquadConverter {
   }
 
   // The question's id, unique over all inputs; repairs or rejects missing, empty and repeated ids.
-  std::string question_id(const Json& qa, const std::string& path) {
+  // `repaired` tells whether the id had to be replaced; the caller counts it once the record is written.
+  std::string question_id(const Json& qa, const std::string& path, bool& repaired) {
+    repaired = false;
     std::string id;
     if (qa.contains("id") && !qa.at("id").is_null()) {
       const Json& value = qa.at("id");
@@ -161,12 +163,14 @@ class SquadConverter {
     if (!id.empty() && seen_ids_.insert(id)) return id;
     const std::string problem = id.empty() ? "missing or empty id" : "duplicate id " + in_quotes(id);
     if (!options_.repair_ids) {
-      structural(path + ".id", problem + " (set repair_ids / --repair-ids to generate unique ids)");
+      structural(path + ".id", problem +
+                                   " (run qlora prepare squad_to_mrc without --strict to replace it with a unique "
+                                   "id and a warning; library: SquadToMrcOptions.repair_ids)");
     }
     // A repeated id X becomes X#2, X#3, ...; a missing one <file stem>#q<question number in file>.
     const std::string fresh =
         seen_ids_.unique(id.empty() ? file_stem(file_) + "#q" + std::to_string(file_questions_) : id);
-    ++result_.counts.ids_repaired;
+    repaired = true;
     warn(path + ".id", problem + " replaced by " + in_quotes(fresh));
     return fresh;
   }
@@ -236,7 +240,8 @@ class SquadConverter {
     if (qa.contains("is_impossible") && !qa.at("is_impossible").is_null()) {
       impossible = field(qa, "is_impossible", path, Json::value_t::boolean).get<bool>();
     }
-    const std::string id = question_id(qa, path);
+    bool id_repaired = false;
+    const std::string id = question_id(qa, path, id_repaired);
 
     Json record;
     record["id"] = id;
@@ -276,6 +281,7 @@ class SquadConverter {
     }
     records_.push_back(std::move(record));
     ++result_.counts.written;
+    if (id_repaired) ++result_.counts.ids_repaired;
   }
 
   const SquadToMrcOptions& options_;

@@ -2,6 +2,7 @@
 
 #include <unordered_map>
 
+#include "qlora/core/atomic_file.h"
 #include "qlora/core/error.h"
 #include "qlora/core/jsonl.h"
 #include "qlora/core/suggest.h"
@@ -46,6 +47,24 @@ class IdLines {
   std::unordered_map<std::string, int64_t> lines_;
 };
 
+// A whole SQuAD JSON document ({"version", "data": [...]}) given where MRC JSONL is expected: say how to
+// convert it rather than report its first line as malformed JSONL.
+void reject_squad_json(const std::string& path) {
+  const std::string text = read_file(path);
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos || text[first] != '{') return;
+  Json whole;
+  try {
+    whole = Json::parse(text);
+  } catch (const Json::exception&) {
+    return;  // JSONL (several objects) or malformed: for_each_jsonl reports it by line
+  }
+  if (whole.is_object() && whole.contains("data") && whole["data"].is_array()) {
+    fail(path + ": this is a SQuAD JSON file, not MRC JSONL; convert it first: qlora prepare squad_to_mrc --input " +
+         path + " --output references.jsonl");
+  }
+}
+
 }  // namespace
 
 std::vector<QaPrediction> read_qa_predictions(const std::string& path) {
@@ -72,14 +91,27 @@ std::vector<QaPrediction> read_qa_predictions(const std::string& path) {
 std::vector<QaReference> read_mrc_references(const std::string& path) {
   std::vector<QaReference> references;
   IdLines ids;
+  reject_squad_json(path);
   for_each_jsonl(path, [&](const Json& record, int64_t number) {
     const Line line{path, number};
     QaReference reference;
     reference.id = require_string(record, "id", line);
     const Json& answers = require(record, "answers", line);
-    if (!answers.is_array())
-      line.fail("field 'answers' must be an array, got " + std::string(answers.type_name()));
-    for (size_t i = 0; i < answers.size(); ++i) {
+    if (answers.is_object() && answers.contains("text")) {
+      // Hugging Face datasets' squad layout: answers = {"text": [...], "answer_start": [...]}.
+      const Json& texts = answers["text"];
+      if (!texts.is_array()) line.fail("answers.text must be an array (datasets' squad layout)");
+      for (size_t i = 0; i < texts.size(); ++i) {
+        if (!texts[i].is_string())
+          line.fail("answers.text[" + std::to_string(i) + "] must be a string, got " + texts[i].type_name());
+        reference.answers.push_back(texts[i].get<std::string>());
+      }
+    } else if (!answers.is_array()) {
+      line.fail("field 'answers' must be an array of {\"text\", \"answer_start\"} (MRC JSONL) or an object "
+                "{\"text\": [...], \"answer_start\": [...]} (datasets' squad layout), got " +
+                std::string(answers.type_name()));
+    }
+    for (size_t i = 0; answers.is_array() && i < answers.size(); ++i) {
       const std::string where = "answers[" + std::to_string(i) + "]";
       if (!answers[i].is_object()) line.fail(where + " must be an object, got " + answers[i].type_name());
       auto text = answers[i].find("text");

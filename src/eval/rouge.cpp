@@ -229,6 +229,8 @@ Json RougeCorpusResult::to_json(const RougeOptions& options) const {
     out[std::string(kTypeNames[type]) + "_recall"] = 100.0 * type_score(m, type).recall;
   }
   out["examples"] = examples.size();
+  // rouge-score reports fractions in [0, 1]; we report percentages, as the seeds' tables do: say so.
+  out["scale"] = 100;
   out["tokenizer"] = rouge_tokenizer_name(options.tokenizer);
   out["use_stemmer"] = options.tokenizer == RougeTokenizer::default_ascii && options.use_stemmer;
   return out;

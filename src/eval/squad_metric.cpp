@@ -66,7 +66,7 @@ RawScore score_one(const std::string& prediction, const NormalizedGolds& golds,
   if (golds.texts.empty()) {
     fail(
         "v1 scoring needs at least one gold answer per question (the v1.1 script fails on none); "
-        "use version v2 for unanswerable questions");
+        "pass --squad-version v2 (SquadEvalOptions.version) for unanswerable questions");
   }
   const auto pred_tokens = normalizer.tokens(prediction);
   const std::string pred_text = normalizer.normalize(prediction);
@@ -213,7 +213,7 @@ SquadMetricResult squad_metric(const std::vector<QaReference>& references,
     auto it = prediction_of.find(ref.id);
     if (it == prediction_of.end()) {
       if (version == SquadVersion::v1 && ref.answers.empty()) {
-        fail("question '" + ref.id + "' has no gold answers, which v1 cannot score; use version v2");
+        fail("question '" + ref.id + "' has no gold answers, which v1 cannot score; pass --squad-version v2");
       }
       result.missing_ids.push_back(ref.id);
       result.questions.push_back(q);

@@ -8,6 +8,7 @@
 
 #include "qlora/core/atomic_file.h"
 #include "qlora/core/error.h"
+#include "qlora/core/log.h"
 #include "qlora/core/fs.h"
 #include "qlora/core/jsonl.h"
 #include "qlora/core/suggest.h"
@@ -117,7 +118,34 @@ const SafetensorsEntry& Checkpoint::entry(const std::string& name) const {
   return files_[file_index(name)].entry(name);
 }
 
-at::Tensor Checkpoint::tensor(const std::string& name) const { return files_[file_index(name)].tensor(name); }
+at::Tensor Checkpoint::tensor(const std::string& name) const {
+  at::Tensor t = files_[file_index(name)].tensor(name);
+  read_.insert(name);
+  return t;
+}
+
+std::vector<std::string> Checkpoint::unread_names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, file] : where_)
+    if (!read_.count(name)) out.push_back(name);
+  return out;
+}
+
+void Checkpoint::warn_unread(const std::vector<std::string>& ignored) const {
+  std::vector<std::string> unused;
+  for (const std::string& name : unread_names()) {
+    bool skip = false;
+    for (const std::string& part : ignored) skip = skip || name.find(part) != std::string::npos;
+    if (!skip) unused.push_back(name);
+  }
+  if (unused.empty()) return;
+  constexpr size_t kShown = 5;
+  std::string list;
+  for (size_t i = 0; i < unused.size() && i < kShown; ++i) list += (i ? ", '" : "'") + unused[i] + "'";
+  if (unused.size() > kShown) list += " and " + std::to_string(unused.size() - kShown) + " more";
+  log::warn(path_ + ": " + std::to_string(unused.size()) + " tensor" + (unused.size() == 1 ? "" : "s") +
+            " not used by the model as config.json describes it: " + list);
+}
 
 at::Tensor Checkpoint::tensor(const std::string& name, at::IntArrayRef shape) const {
   at::Tensor t = tensor(name);

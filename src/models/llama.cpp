@@ -9,6 +9,7 @@
 
 #include "decoder_families.h"
 #include "qlora/core/error.h"
+#include "qlora/core/log.h"
 #include "qlora/io/checkpoint.h"
 #include "qlora/models/quantize.h"
 #include "qlora/nn/attention.h"
@@ -121,8 +122,14 @@ class LlamaModel final : public CausalLM {
             ckpt.tensor(name, shape).to(dtype).clone();  // own the memory rather than alias the file mapping
       };
       if (s.optional) continue;  // the tied lm_head
-      if (!ckpt.contains(s.module + ".weight"))
-        fail(ckpt.path() + ": missing tensor '" + s.module + ".weight'");
+      if (!ckpt.contains(s.module + ".weight")) {
+        // transformers would initialise a missing untied head at random; that is never what a user wants.
+        const std::string why = s.module == "lm_head" ? " (config.json: tie_word_embeddings is false or unset, "
+                                                        "and transformers' default for " + c_.model_type +
+                                                        " is untied)"
+                                                      : "";
+        fail(ckpt.path() + ": missing tensor '" + s.module + ".weight'" + why);
+      }
       if (s.linear == nullptr || !read_prequantized(ckpt, s.module, s.weight_shape, dtype, s.linear->base))
         read(s.module + ".weight", s.weight_shape, *s.weight);
       if (s.bias != nullptr) {
@@ -132,7 +139,27 @@ class LlamaModel final : public CausalLM {
         read(s.module + ".bias", {s.weight_shape[0]}, *s.bias);
       }
     }
-    if (c_.tie_word_embeddings) lm_head_.base.weight = embed_tokens_;
+    if (c_.tie_word_embeddings) tie_or_keep_stored_head(ckpt, dtype);
+    // Old LLaMA checkpoints store the RoPE buffer; transformers ignores it too.
+    ckpt.warn_unread({"rotary_emb.inv_freq"});
+  }
+
+  // transformers 5.17 ties lm_head to embed_tokens unless the checkpoint stores an lm_head.weight that
+  // differs: then it warns and keeps the stored head untied. We do the same, so that the head is the one
+  // transformers computes with.
+  void tie_or_keep_stored_head(const Checkpoint& ckpt, at::ScalarType dtype) {
+    const std::string name = "lm_head.weight";
+    if (ckpt.contains(name)) {
+      at::Tensor stored = ckpt.tensor(name, {c_.vocab_size, c_.hidden_size});
+      if (!at::equal(stored.to(embed_tokens_.scalar_type()), embed_tokens_)) {
+        log::warn(ckpt.path() + ": config.json says tie_word_embeddings but the checkpoint's '" + name +
+                  "' differs from model.embed_tokens.weight; using the stored head untied, as transformers does");
+        c_.tie_word_embeddings = false;
+        lm_head_.base.weight = stored.to(dtype).clone();
+        return;
+      }
+    }
+    lm_head_.base.weight = embed_tokens_;
   }
 
   std::vector<std::pair<std::string, nn::Linear*>> named_linears() override {
@@ -296,7 +323,8 @@ LlamaConfig LlamaConfig::from_hf_config(const HfConfig& hf) {
   if (act != "silu") fail(hf.source() + ": hidden_act '" + act + "' is not supported (silu)");
   c.rope = parse_rope(hf, c.head_dim, c.max_position_embeddings);
   c.attention_dropout = hf.get_float("attention_dropout", 0.0);
-  c.tie_word_embeddings = hf.get_bool("tie_word_embeddings", c.model_type == "qwen2");
+  // LlamaConfig, MistralConfig and Qwen2Config all default to untied in transformers 5.17.
+  c.tie_word_embeddings = hf.get_bool("tie_word_embeddings", false);
   c.sliding_layers.assign(static_cast<size_t>(c.num_layers), false);
   if (c.model_type == "llama") {
     c.qkv_bias = c.o_bias = hf.get_bool("attention_bias", false);

@@ -26,6 +26,7 @@
 
 #include "decoder_families.h"
 #include "qlora/core/error.h"
+#include "qlora/core/log.h"
 #include "qlora/io/checkpoint.h"
 #include "qlora/models/llama.h"
 #include "qlora/models/quantize.h"
@@ -65,7 +66,7 @@ class MptModel final : public CausalLM {
 
   std::string model_type() const override { return "mpt"; }
   // llm-foundry's class (PhoGPT's auto_map), which PEFT records; transformers' own is MptForCausalLM.
-  std::string hf_class_name() const override { return "MPTForCausalLM"; }
+  std::string hf_class_name() const override { return c_.transformers_code ? "MptForCausalLM" : "MPTForCausalLM"; }
   int64_t vocab_size() const override { return c_.vocab_size; }
   int64_t num_layers() const override { return c_.n_layers; }
   int64_t max_sequence_length() const override { return c_.max_seq_len; }
@@ -122,6 +123,18 @@ class MptModel final : public CausalLM {
         read(s.module + ".bias", {s.weight_shape[0]}, *s.bias);
       }
     }
+    // transformers ties lm_head to wte unless the checkpoint stores a different head (then it keeps that
+    // one, untied); llm-foundry has no lm_head when tied, so a stored one is reported unused below.
+    if (c_.transformers_code && c_.tie_word_embeddings && ckpt.contains("lm_head.weight")) {
+      at::Tensor stored = ckpt.tensor("lm_head.weight", {c_.vocab_size, c_.d_model});
+      if (!at::equal(stored.to(wte_.scalar_type()), wte_)) {
+        log::warn(ckpt.path() + ": config.json says tie_word_embeddings but the checkpoint's 'lm_head.weight' "
+                  "differs from transformer.wte.weight; using the stored head untied, as transformers does");
+        c_.tie_word_embeddings = false;
+        lm_head_.base.weight = stored.to(dtype).clone();
+      }
+    }
+    ckpt.warn_unread();
   }
 
   std::vector<std::pair<std::string, nn::Linear*>> named_linears() override {
@@ -326,31 +339,57 @@ nn::Activation parse_ffn_act(const HfConfig& hf, const HfConfig& ffn) {
        " is not supported (gelu with approximate none or tanh, relu)");
 }
 
-}  // namespace
+// The folder was written for transformers' MptForCausalLM when config.json names it (or no class at all:
+// AutoModelForCausalLM then builds it); PhoGPT and other llm-foundry checkpoints name their own remote code
+// (auto_map, architectures "MPTForCausalLM"). The two read the same MptConfig keys differently.
+bool written_for_transformers(const HfConfig& hf) {
+  if (hf.has("auto_map")) return false;
+  if (hf.has("architectures") && hf.json().at("architectures").is_array()) {
+    for (const Json& a : hf.json().at("architectures"))
+      if (a.is_string() && a.get<std::string>() == "MPTForCausalLM") return false;
+  }
+  return true;
+}
 
-MptConfig MptConfig::from_hf_config(const HfConfig& hf) {
-  if (hf.model_type() != "mpt") fail(hf.source() + ": model_type '" + hf.model_type() + "' is not mpt");
-  MptConfig c;
-  // Missing keys take llm-foundry MPTConfig's defaults (transformers' MptConfig has the same ones).
-  c.d_model = hf.get_int("d_model", 2048);
-  c.n_heads = hf.get_int("n_heads", 16);
-  c.n_layers = hf.get_int("n_layers", 24);
-  c.max_seq_len = hf.get_int("max_seq_len", 2048);
-  c.vocab_size = hf.get_int("vocab_size", 50368);
+// transformers 5.17 modeling_mpt: ALiBi always with alibi_bias_max 8, no biases and no wpe whatever
+// no_bias / learned_pos_emb say, MLP 4 x d_model with exact GELU, LayerNorm(layer_norm_epsilon), no logit
+// scale, multi-head attention. Keys it ignores are warned about when their value would change the model
+// under llm-foundry's reading, so a user sees why the folder computes what transformers computes.
+void transformers_mpt_semantics(const HfConfig& hf, const HfConfig& attn, MptConfig& c) {
+  c.kv_n_heads = c.n_heads;
+  c.alibi = true;
+  c.alibi_bias_max = 8;
+  c.ffn_act = nn::Activation::kGeluErf;
+  c.ffn_hidden_size = 4 * c.d_model;
+  c.bias = false;
+  c.learned_pos_emb = false;
+  c.layer_norm_eps = hf.get_float("layer_norm_epsilon", 1e-5);
+  c.tie_word_embeddings = hf.get_bool("tie_word_embeddings", true);
+  std::vector<std::string> ignored;
+  auto differs = [&](const HfConfig& where, const std::string& prefix, const std::string& key, const Json& used) {
+    if (where.has(key) && where.json().at(key) != used) ignored.push_back(prefix + key + " " + where.json().at(key).dump());
+  };
+  differs(hf, "", "no_bias", true);
+  differs(hf, "", "learned_pos_emb", false);
+  differs(hf, "", "expansion_ratio", 4);
+  differs(hf, "", "logit_scale", nullptr);
+  differs(attn, "attn_config.", "alibi", true);
+  differs(attn, "attn_config.", "alibi_bias_max", 8);
+  differs(attn, "attn_config.", "attn_type", "multihead_attention");
+  for (const char* key : {"rope", "qk_ln", "qk_gn", "prefix_lm"}) differs(attn, "attn_config.", key, false);
+  if (hf.has("ffn_config")) ignored.push_back("ffn_config");
+  if (!ignored.empty()) {
+    std::string list;
+    for (const auto& k : ignored) list += (list.empty() ? "" : ", ") + k;
+    log::warn(hf.source() + ": transformers' MptForCausalLM (architectures, no auto_map) ignores " + list +
+              "; following transformers");
+  }
+}
+
+void llm_foundry_semantics(const HfConfig& hf, const HfConfig& attn, MptConfig& c) {
   auto positive = [&](const char* key, int64_t v) {
     if (v <= 0) fail(hf.source() + ": " + key + " must be positive, got " + std::to_string(v));
   };
-  positive("d_model", c.d_model);
-  positive("n_heads", c.n_heads);
-  positive("n_layers", c.n_layers);
-  positive("max_seq_len", c.max_seq_len);
-  positive("vocab_size", c.vocab_size);
-  if (c.d_model % c.n_heads != 0) {
-    fail(hf.source() + ": d_model " + std::to_string(c.d_model) + " is not a multiple of n_heads " +
-         std::to_string(c.n_heads));
-  }
-
-  const HfConfig attn = hf.has("attn_config") ? hf.sub("attn_config") : HfConfig(Json::object(), hf.source());
   require_flag(hf, attn, "rope", false, "rotary MPT models; only ALiBi / learned positions");
   require_flag(hf, attn, "qk_ln", false, "layer norm on queries and keys");
   require_flag(hf, attn, "qk_gn", false, "group norm on queries and keys");
@@ -379,11 +418,7 @@ MptConfig MptConfig::from_hf_config(const HfConfig& hf) {
   }
   c.alibi = attn.get_bool("alibi", false);
   c.alibi_bias_max = attn.get_float("alibi_bias_max", 8);
-  if (auto clip = attn.find_float("clip_qkv"); clip && *clip != 0) c.clip_qkv = *clip;  // `if self.clip_qkv:`
-  c.softmax_scale =
-      attn.get_float("softmax_scale", 1.0 / std::sqrt(static_cast<double>(c.d_model) / c.n_heads));
   c.attn_uses_sequence_id = attn.get_bool("attn_uses_sequence_id", false);
-  c.attn_pdrop = attn.get_float("attn_pdrop", 0.0);
 
   const HfConfig ffn = hf.has("ffn_config") ? hf.sub("ffn_config") : HfConfig(Json::object(), hf.source());
   const std::string ffn_type = ffn.get_string("ffn_type", "mptmlp");
@@ -410,8 +445,12 @@ MptConfig MptConfig::from_hf_config(const HfConfig& hf) {
   if (norm != "low_precision_layernorm" && norm != "layernorm") {
     fail(hf.source() + ": norm_type '" + norm + "' is not supported (low_precision_layernorm, layernorm)");
   }
-  // LPLayerNorm's eps is fixed at 1e-5; transformers' MPT reads layer_norm_epsilon (default 1e-5).
-  c.layer_norm_eps = hf.get_float("layer_norm_epsilon", 1e-5);
+  // llm-foundry's LPLayerNorm is built with torch's default eps 1e-5 whatever config.json says.
+  c.layer_norm_eps = 1e-5;
+  if (auto eps = hf.find_float("layer_norm_epsilon"); eps && *eps != 1e-5) {
+    log::warn(hf.source() + ": layer_norm_epsilon " + std::to_string(*eps) +
+              " is not used by llm-foundry's MPT (auto_map / MPTForCausalLM), whose norms use 1e-5; following it");
+  }
   const double fraction = hf.get_float("embedding_fraction", 1.0);
   if (fraction != 1.0) {
     fail(hf.source() + ": embedding_fraction " + std::to_string(fraction) + " is not supported (only 1.0)");
@@ -430,6 +469,43 @@ MptConfig MptConfig::from_hf_config(const HfConfig& hf) {
     } else {
       c.logit_scale = hf.get_float("logit_scale");
     }
+  }
+}
+
+}  // namespace
+
+MptConfig MptConfig::from_hf_config(const HfConfig& hf) {
+  if (hf.model_type() != "mpt") fail(hf.source() + ": model_type '" + hf.model_type() + "' is not mpt");
+  MptConfig c;
+  // Missing keys take llm-foundry MPTConfig's defaults (transformers' MptConfig has the same ones).
+  c.d_model = hf.get_int("d_model", 2048);
+  c.n_heads = hf.get_int("n_heads", 16);
+  c.n_layers = hf.get_int("n_layers", 24);
+  c.max_seq_len = hf.get_int("max_seq_len", 2048);
+  c.vocab_size = hf.get_int("vocab_size", 50368);
+  auto positive = [&](const char* key, int64_t v) {
+    if (v <= 0) fail(hf.source() + ": " + key + " must be positive, got " + std::to_string(v));
+  };
+  positive("d_model", c.d_model);
+  positive("n_heads", c.n_heads);
+  positive("n_layers", c.n_layers);
+  positive("max_seq_len", c.max_seq_len);
+  positive("vocab_size", c.vocab_size);
+  if (c.d_model % c.n_heads != 0) {
+    fail(hf.source() + ": d_model " + std::to_string(c.d_model) + " is not a multiple of n_heads " +
+         std::to_string(c.n_heads));
+  }
+
+  const HfConfig attn = hf.has("attn_config") ? hf.sub("attn_config") : HfConfig(Json::object(), hf.source());
+  if (auto clip = attn.find_float("clip_qkv"); clip && *clip != 0) c.clip_qkv = *clip;  // `if self.clip_qkv:`
+  c.softmax_scale =
+      attn.get_float("softmax_scale", 1.0 / std::sqrt(static_cast<double>(c.d_model) / c.n_heads));
+  c.attn_pdrop = attn.get_float("attn_pdrop", 0.0);
+  c.transformers_code = written_for_transformers(hf);
+  if (c.transformers_code) {
+    transformers_mpt_semantics(hf, attn, c);
+  } else {
+    llm_foundry_semantics(hf, attn, c);
   }
   c.resid_pdrop = hf.get_float("resid_pdrop", 0.0);
   c.emb_pdrop = hf.get_float("emb_pdrop", 0.0);

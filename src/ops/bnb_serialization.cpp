@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "qlora/core/error.h"
+#include "qlora/core/python_repr.h"
 
 namespace qlora::ops {
 
@@ -46,11 +47,11 @@ std::string quant_state_json(const QuantState4bit& s) {
                     "\", \"blocksize\": " + std::to_string(s.blocksize) + ", \"dtype\": \"" +
                     dtype_name(s.dtype) + "\", \"shape\": " + shape;
   if (s.nested()) {
-    // offset.item() is a Python float (double): its repr is the shortest round-trip form, which
-    // nlohmann's number output reproduces.
+    // offset.item() is a Python float (double) that json.dumps writes with repr: nlohmann's grisu2
+    // output is not always the shortest form (0.13041666150093079 vs Python's 0.1304166615009308).
     const double offset = static_cast<double>(s.offset.to(at::kCPU).item<float>());
     out += ", \"nested_blocksize\": " + std::to_string(s.nested_blocksize) +
-           ", \"nested_dtype\": \"float32\", \"nested_offset\": " + Json(offset).dump();
+           ", \"nested_dtype\": \"float32\", \"nested_offset\": " + python_float_repr(offset, /*json=*/true);
   }
   return out + "}";
 }

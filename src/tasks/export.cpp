@@ -45,10 +45,6 @@ at::ScalarType parse_dtype(const std::string& name) {
   fail("--dtype '" + name + "': expected fp32, bf16 or fp16");
 }
 
-std::string torch_dtype_name(at::ScalarType t) {
-  return t == at::kFloat ? "float32" : t == at::kBFloat16 ? "bfloat16" : "float16";
-}
-
 // The dtype the base checkpoint stores its floating parameters in (the first one found; bnb's float32
 // statistics such as weight.quant_map are not parameters).
 at::ScalarType stored_dtype(const Checkpoint& ckpt) {
@@ -221,8 +217,7 @@ Json export_merged(const ExportOptions& o) {
     if (!fsys::exists(src)) continue;
     std::string text = read_file(src);
     if (std::string(name) == "config.json") {
-      Json config = Json::parse(text);
-      config["torch_dtype"] = torch_dtype_name(dtype);
+      Json config = config_with_dtype(text, dtype, src);
       config.erase("quantization_config");  // dense unless quantized below
       if (quant.load_in_4bit || quant.load_in_8bit) {
         ops::BnbQuantConfig bnb;

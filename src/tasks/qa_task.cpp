@@ -201,12 +201,7 @@ void QaTrainTask::save_model(const std::string& dir) {
     peft::save_adapter(dir, qa_.view, qa_.adapter);
     return;
   }
-  NamedTensors tensors;
-  for (const auto& p : qa_.view.parameters) tensors.emplace_back(p.first, p.second->detach().contiguous());
-  save_checkpoint(dir, tensors);
-  copy_model_side_files(config_.model.path, dir);
-  const std::string tok = config_.model.tokenizer;
-  if (!tok.empty() && tok != config_.model.path) copy_model_side_files(tok, dir);
+  save_full_model(dir, qa_.view.parameters, config_);
 }
 
 void QaTrainTask::load_model(const std::string& dir) {

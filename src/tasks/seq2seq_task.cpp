@@ -214,10 +214,7 @@ void Seq2SeqTrainTask::save_model(const std::string& dir) {
     peft::save_adapter(dir, t5_.view, t5_.adapter);
     return;
   }
-  NamedTensors tensors;
-  for (const auto& p : t5_.view.parameters) tensors.emplace_back(p.first, p.second->detach().contiguous());
-  save_checkpoint(dir, tensors);
-  copy_model_side_files(config_.model.path, dir);
+  save_full_model(dir, t5_.view.parameters, config_);
 }
 
 void Seq2SeqTrainTask::load_model(const std::string& dir) {

@@ -213,12 +213,7 @@ void SftTrainTask::save_model(const std::string& dir) {
     peft::save_adapter(dir, lm_.view, lm_.adapter);
     return;
   }
-  NamedTensors tensors;
-  for (const auto& p : lm_.view.parameters) tensors.emplace_back(p.first, p.second->detach().contiguous());
-  save_checkpoint(dir, tensors);
-  copy_model_side_files(config_.model.path, dir);
-  const std::string tok = config_.model.tokenizer;
-  if (!tok.empty() && tok != config_.model.path) copy_model_side_files(tok, dir);
+  save_full_model(dir, lm_.view.parameters, config_);
 }
 
 void SftTrainTask::load_model(const std::string& dir) {

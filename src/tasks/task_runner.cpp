@@ -6,6 +6,7 @@
 #include "qlora/core/error.h"
 #include "qlora/core/fs.h"
 #include "qlora/core/log.h"
+#include "qlora/io/checkpoint.h"
 #include "qlora/train/metrics_writer.h"
 
 namespace qlora::tasks {
@@ -35,6 +36,48 @@ void copy_model_side_files(const std::string& from_dir, const std::string& to_di
     const std::string src = fsys::join(from_dir, name);
     if (fsys::exists(src)) write_file_atomic(fsys::join(to_dir, name), read_file(src));
   }
+}
+
+std::string torch_dtype_name(at::ScalarType dtype) {
+  if (dtype == at::kFloat) return "float32";
+  if (dtype == at::kBFloat16) return "bfloat16";
+  if (dtype == at::kHalf) return "float16";
+  fail(std::string("no config.json name for dtype ") + c10::toString(dtype));
+}
+
+Json config_with_dtype(const std::string& config_text, at::ScalarType dtype, const std::string& source) {
+  Json config;
+  try {
+    config = Json::parse(config_text);
+  } catch (const Json::exception& e) {
+    fail_at(source, -1, std::string("not valid JSON: ") + e.what());
+  }
+  if (!config.is_object()) fail_at(source, -1, "expected a JSON object");
+  config["dtype"] = torch_dtype_name(dtype);
+  config["torch_dtype"] = torch_dtype_name(dtype);
+  return config;
+}
+
+void save_full_model(const std::string& dir, const std::vector<std::pair<std::string, at::Tensor*>>& parameters,
+                     const config::RunConfig& config) {
+  NamedTensors tensors;
+  at::ScalarType dtype = at::kFloat;
+  bool seen_float = false;
+  for (const auto& [name, tensor] : parameters) {
+    if (!tensor->defined()) continue;
+    if (!seen_float && at::isFloatingType(tensor->scalar_type())) {
+      dtype = tensor->scalar_type();
+      seen_float = true;
+    }
+    tensors.emplace_back(name, tensor->detach().contiguous());
+  }
+  save_checkpoint(dir, tensors);
+  copy_model_side_files(config.model.path, dir);
+  const std::string& tok = config.model.tokenizer;
+  if (!tok.empty() && tok != config.model.path) copy_model_side_files(tok, dir);
+  const std::string config_path = fsys::join(dir, "config.json");
+  if (fsys::exists(config_path))
+    write_file_atomic(config_path, config_with_dtype(read_file(config_path), dtype, config_path).dump(2) + "\n");
 }
 
 void skip_dense_modules(models::QuantizeOptions& options, const peft::PeftModelView& view) {
@@ -137,7 +180,8 @@ Json run_task_training(train::TrainTask& task, const config::RunConfig& config,
     if (split == train::Split::kEval)
       log::info("eval at step " + record["step"].dump() + ": " + record.dump());
   };
-  const auto summary = train::run_training(task, o, resume_from, sink);
+  const auto summary = train::run_training(task, o, resume_from, sink,
+                                           [&writer](int64_t step) { writer.truncate_after_step(step); });
   writer.close();
   Json out = summary.to_json();
   if (describe) out["model"] = describe();

@@ -157,6 +157,36 @@ MetricsWriter::MetricsWriter(std::string run_dir, MetricsWriterOptions options)
   }
 }
 
+int64_t MetricsWriter::truncate_after_step(int64_t step) {
+  if (metrics_fd_ < 0) fail(metrics_path_ + ": truncate_after_step on a closed writer");
+  const std::string text = read_file(metrics_path_);
+  size_t begin = 0, cut = std::string::npos;
+  int64_t line = 0, dropped = 0;
+  while (begin < text.size()) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    ++line;
+    const std::string_view content(text.data() + begin, end - begin);
+    if (cut == std::string::npos && content.find_first_not_of(" \t\r") != std::string_view::npos) {
+      Json record;
+      try {
+        record = Json::parse(content);
+      } catch (const Json::exception& e) {
+        fail_at(metrics_path_, line, std::string("not valid JSON: ") + e.what());
+      }
+      if (number_field(record, "step", metrics_path_, line) > static_cast<double>(step)) cut = begin;
+    }
+    if (cut != std::string::npos) ++dropped;
+    begin = end + 1;
+  }
+  if (cut == std::string::npos) return 0;
+  if (::ftruncate(metrics_fd_, static_cast<off_t>(cut)) != 0)
+    fail(metrics_path_ + ": cannot truncate (" + std::strerror(errno) + ")");
+  log::info(metrics_path_ + ": removed " + std::to_string(dropped) + " record(s) logged after step " +
+            std::to_string(step) + " by the interrupted run (logged again as training resumes)");
+  return dropped;
+}
+
 MetricsWriter::~MetricsWriter() {
   if (metrics_fd_ >= 0) ::close(metrics_fd_);
 }

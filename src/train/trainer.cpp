@@ -211,7 +211,8 @@ class Trainer {
     state_.best_metric = lower_is_better(o_.metric_for_best) ? INFINITY : -INFINITY;
   }
 
-  void resume(const std::string& dir) {
+  // Returns the global step the checkpoint was taken at.
+  int64_t resume(const std::string& dir) {
     const std::string state_path = fsys::join(dir, kStateFile);
     if (!fsys::exists(state_path))
       fail(dir + ": not a complete checkpoint (no " + std::string(kStateFile) + ")");
@@ -234,6 +235,7 @@ class Trainer {
       scaler_->load_state(saved);
     }
     log::info("resumed from " + dir + " at step " + std::to_string(state_.global_step));
+    return state_.global_step;
   }
 
   TrainSummary run() {
@@ -499,13 +501,14 @@ std::string latest_checkpoint(const std::string& output_dir) {
 }
 
 TrainSummary run_training(TrainTask& task, const TrainerOptions& options, const std::string& resume_from,
-                          const LogSink& sink) {
+                          const LogSink& sink, const std::function<void(int64_t step)>& on_resume) {
   check_options(options);
   Trainer trainer(task, options, sink);
   if (!resume_from.empty()) {
     const std::string dir = resume_from == "latest" ? latest_checkpoint(options.output_dir) : resume_from;
     if (dir.empty()) fail(options.output_dir + ": no checkpoint to resume from");
-    trainer.resume(dir);
+    const int64_t step = trainer.resume(dir);
+    if (on_resume) on_resume(step);
   }
   return trainer.run();
 }

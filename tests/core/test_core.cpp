@@ -1,12 +1,15 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
 #include "qlora/core/atomic_file.h"
 #include "qlora/core/error.h"
 #include "qlora/core/jsonl.h"
+#include "qlora/core/python_repr.h"
 #include "qlora/core/suggest.h"
 #include "qlora/core/unicode.h"
 
@@ -157,3 +160,23 @@ TEST(Fs, RemoveAllAndRename) {
 }
 
 }  // namespace
+
+// repr(float) against CPython (tools/gen_python_repr_fixtures.py): exact strings, since files such as
+// bitsandbytes' quant-state JSON are compared byte for byte.
+TEST(PythonRepr, FloatReprEqualsCPython) {
+  const qlora::Json fixture = qlora::read_json_file(std::string(QLORA_FIXTURES_DIR) + "/core/python_repr.json");
+  ASSERT_GT(fixture.at("cases").size(), 500u);
+  int mismatches = 0;
+  for (const qlora::Json& c : fixture.at("cases")) {
+    const double v = std::strtod(c.at("hex").get<std::string>().c_str(), nullptr);
+    const std::string repr = qlora::python_float_repr(v);
+    const std::string json = qlora::python_float_repr(v, /*json=*/true);
+    if (repr != c.at("repr").get<std::string>() || json != c.at("json").get<std::string>()) {
+      ++mismatches;
+      ADD_FAILURE() << c.at("hex") << ": got " << repr << ", Python " << c.at("repr");
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+  EXPECT_EQ(qlora::python_float_repr(std::nan(""), true), "NaN");
+  EXPECT_EQ(qlora::python_float_repr(-HUGE_VAL), "-inf");
+}

@@ -232,3 +232,17 @@ TEST(SplitErrors, MissingInputIsNamed) {
 }
 
 }  // namespace
+
+// A misspelt filter field would pass no record and silently give an empty valid set.
+TEST(SplitErrors, FilterFieldInNoRecordIsAnErrorWithDidYouMean) {
+  ScratchDir dir;
+  const std::string input = write_text(dir.path("in.jsonl"), "{\"id\": 1, \"lang\": \"vi\"}\n{\"id\": 2}\n");
+  SplitOptions options = options_in(dir, input);
+  options.valid_filter = "lnag=vi";
+  const std::string error = error_of([&] { qlora::data::split(options); });
+  EXPECT_CONTAINS(error, "in.jsonl: --valid-filter field \"lnag\" is in no record");
+  EXPECT_CONTAINS(error, "lang");
+  EXPECT_EQ(dir.files(), std::vector<std::string>{"in.jsonl"});  // nothing written
+  options.valid_filter = "lang=en";  // a real field that matches nothing is a warning, as before
+  EXPECT_NO_THROW(qlora::data::split(options));
+}

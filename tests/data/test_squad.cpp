@@ -228,12 +228,27 @@ TEST(SquadToMrc, RepairIdsRenamesDuplicatesAndEmptyIds) {
   EXPECT_EQ(result.counts.ids_repaired, 2);
 }
 
+// ids_repaired counts records in the output: a renamed question then dropped (no valid answer) is not one.
+TEST(SquadToMrc, IdsRepairedCountsOnlyWrittenRecords) {
+  const Json doc = document(Json::array({question("a", Json::array({answer("Hà Nội", 23)})),
+                                         question("a", Json::array({answer("Hà Nội", 5)})),  // wrong offset
+                                         question("a", Json::array({answer("Hà Nội", 23)}))}));
+  SquadRun run(doc);
+  run.options.repair_ids = true;
+  const auto result = run.go();
+  ASSERT_EQ(run.out().size(), 2u);
+  EXPECT_EQ(result.counts.records_dropped, 1);
+  EXPECT_EQ(result.counts.ids_repaired, 1);
+}
+
 TEST(SquadToMrc, IdsMustBeUniqueAcrossInputFiles) {
   SquadRun run(document(Json::array({question("same", Json::array({answer("Hà Nội", 23)}))})));
   run.options.inputs.push_back(run.options.inputs[0]);
   const std::string message = error_of([&] { run.go(); });
   EXPECT_CONTAINS(message, "duplicate id \"same\"");
-  EXPECT_CONTAINS(message, "repair");
+  // The remedy named is an option that exists.
+  EXPECT_CONTAINS(message, "without --strict");
+  EXPECT_EQ(message.find("--repair-ids"), std::string::npos) << message;
   EXPECT_FALSE(fs::exists(run.options.output));
 }
 

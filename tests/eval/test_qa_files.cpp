@@ -2,6 +2,8 @@
 // from, and every bad file (problem on line 3) gives an Error naming FILE:3.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "eval_test_util.h"
 #include "qlora/eval/qa_files.h"
 
@@ -80,6 +82,36 @@ TEST(QaFiles, ReferencesMayNotBeEmptyButPredictionsMay) {
   EXPECT_CONTAINS(error_of([] { read_mrc_references("/dev/null"); }), "/dev/null: no reference questions");
   EXPECT_TRUE(read_qa_predictions("/dev/null").empty());
   EXPECT_CONTAINS(error_of([] { read_qa_predictions(fixture("no_such_file.jsonl")); }), "cannot open");
+}
+
+}  // namespace
+
+namespace {
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+// datasets' squad layout (answers = {"text": [...], "answer_start": [...]}) reads as the MRC layout does.
+TEST(QaFiles, HfDatasetsAnswersLayoutIsAccepted) {
+  const auto refs = read_mrc_references(write_temp(
+      "hf_refs.jsonl",
+      "{\"id\": \"a\", \"answers\": {\"text\": [\"Hà Nội\", \"thủ đô Hà Nội\"], \"answer_start\": [0, 5]}}\n"
+      "{\"id\": \"b\", \"answers\": {\"text\": [], \"answer_start\": []}}\n"));
+  ASSERT_EQ(refs.size(), 2u);
+  EXPECT_EQ(refs[0].answers, (std::vector<std::string>{"Hà Nội", "thủ đô Hà Nội"}));
+  EXPECT_TRUE(refs[1].answers.empty());
+}
+
+// A SQuAD JSON document says how to convert it, instead of "line 1: malformed JSON".
+TEST(QaFiles, SquadJsonReferencesSayHowToConvert) {
+  const std::string path = write_temp(
+      "squad_refs.json",
+      "{\n  \"version\": \"v2.0\",\n  \"data\": [{\"title\": \"t\", \"paragraphs\": []}]\n}\n");
+  const std::string error = qlora_test::error_of([&] { read_mrc_references(path); });
+  EXPECT_NE(error.find("qlora prepare squad_to_mrc --input " + path), std::string::npos) << error;
 }
 
 }  // namespace

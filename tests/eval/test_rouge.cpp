@@ -120,6 +120,7 @@ TEST(Rouge, CorpusIsThePlainMeanOfExamples) {
   EXPECT_NEAR(j["rougeL_recall"].get<double>(), 100 * r_sum / n, 1e-10);
   EXPECT_EQ(j["use_stemmer"], false);
   EXPECT_EQ(j["tokenizer"], "default");
+  EXPECT_EQ(j["scale"], 100);  // percentages, where rouge-score gives fractions
 }
 
 TEST(Rouge, InputErrorsAreClear) {

@@ -242,7 +242,7 @@ TEST(SquadMetricErrors, RejectsWhatTheScriptsCannotScore) {
   SquadMetricOptions v1;
   v1.version = SquadVersion::v1;
   EXPECT_CONTAINS(error_of([&] { squad_metric(refs, {{"b", "x", std::nullopt}}, v1); }), "'b'");
-  EXPECT_CONTAINS(error_of([&] { squad_metric(refs, {}, v1); }), "use version v2");
+  EXPECT_CONTAINS(error_of([&] { squad_metric(refs, {}, v1); }), "--squad-version v2");
   EXPECT_CONTAINS(error_of([&] { squad_metric({}, {}, {}); }), "no reference questions");
   EXPECT_CONTAINS(error_of([&] { squad_metric({refs[0], refs[0]}, {}, {}); }), "duplicate reference id 'a'");
   EXPECT_CONTAINS(error_of([&] {

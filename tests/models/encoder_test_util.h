@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <string>
 
+#include "parity.h"
 #include "qlora/io/safetensors.h"
 #include "qlora/models/encoder.h"
 
@@ -30,18 +31,9 @@ inline EncoderInputs inputs_of(const SafetensorsFile& dump, const std::string& b
   return in;
 }
 
-inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.detach().to(at::kDouble) - b.detach().to(at::kDouble)).abs().max().item<double>();
-}
-
-// max |actual - expected| <= tol, printing the measured value.
-inline void expect_close(const std::string& what, const at::Tensor& actual, const at::Tensor& expected,
-                         double tol) {
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  const double diff = max_abs_diff(actual, expected);
-  std::printf("[ parity   ] %-48s max|diff| = %.3g (tol %.2g)\n", what.c_str(), diff, tol);
-  EXPECT_LE(diff, tol) << what;
-}
+// max|actual - expected| relative to the reference's magnitude: tests/parity.h says why.
+using qlora::testing::expect_close;
+using qlora::testing::max_abs_diff;
 
 // Hidden states compared at real tokens only: HF's values at padded positions are not used by anything.
 inline void expect_close_unpadded(const std::string& what, const at::Tensor& hidden,

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <string>
 
+#include "parity.h"
 #include "qlora/io/safetensors.h"
 
 namespace qlora::models::t5_testing {
@@ -20,17 +21,8 @@ inline SafetensorsFile t5_dump(const std::string& name) {
   return SafetensorsFile::open(t5_dir(name) + "/hf_outputs.safetensors");
 }
 
-inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.detach().to(at::kDouble) - b.detach().to(at::kDouble)).abs().max().item<double>();
-}
-
-// max |actual - expected| <= tol, printing the measured value so parity numbers show in the test log.
-inline void expect_close(const std::string& what, const at::Tensor& actual, const at::Tensor& expected,
-                         double tol) {
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  const double diff = max_abs_diff(actual, expected);
-  std::printf("[ parity   ] %-48s max|diff| = %.3g (tol %.2g)\n", what.c_str(), diff, tol);
-  EXPECT_LE(diff, tol) << what;
-}
+// max|actual - expected| relative to the reference's magnitude: tests/parity.h says why.
+using qlora::testing::expect_close;
+using qlora::testing::max_abs_diff;
 
 }  // namespace qlora::models::t5_testing

@@ -517,3 +517,34 @@ TEST(MetricsWriter, ExistingEventFileIsNotOverwritten) {
 }
 
 }  // namespace
+
+namespace {
+
+// A run killed after step 7 resumes from its checkpoint at step 4: the records of steps 5 to 7 are cut,
+// so that the resumed run's own records of those steps are the only ones in the file.
+TEST(MetricsJsonl, ResumeCutsRecordsAfterTheCheckpointStep) {
+  const std::string run_dir = make_temp_dir();
+  MetricsWriterOptions options;
+  options.tensorboard = false;
+  {
+    MetricsWriter first(run_dir, options);
+    for (int64_t step = 1; step <= 7; ++step) {
+      first.log(Split::kTrain, step, 0.1 * step, {{"loss", 1.0 / step}});
+      if (step == 4) first.log(Split::kEval, 4, 0.4, {{"loss", 0.3}});  // the checkpoint's evaluation stays
+    }
+  }
+  MetricsWriter resumed(run_dir, options);
+  EXPECT_EQ(resumed.truncate_after_step(4), 3);  // steps 5, 6 and 7
+  resumed.log(Split::kTrain, 5, 0.5, {{"loss", 0.2}});
+  resumed.close();
+  const auto records = qlora::train::read_metrics_jsonl(resumed.metrics_path());
+  std::vector<int64_t> steps;
+  for (const auto& r : records) steps.push_back(r.step);
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 4, 5}));
+  EXPECT_EQ(records[4].split, Split::kEval);
+  EXPECT_EQ(records.back().values[0].second, 0.2);  // the resumed run's value
+  MetricsWriter again(run_dir, options);
+  EXPECT_EQ(again.truncate_after_step(5), 0);  // nothing after: the file is left as it is
+}
+
+}  // namespace

@@ -51,7 +51,7 @@ struct SquadCounts {
   int64_t fixed = 0;               // mismatched answers relocated (fix_offsets)
   int64_t answers_dropped = 0;     // answers removed (mismatched and not fixed, or empty)
   int64_t records_dropped = 0;     // answerable questions left with no valid answer
-  int64_t ids_repaired = 0;        // ids replaced because missing, empty or repeated (repair_ids)
+  int64_t ids_repaired = 0;        // written records whose id was missing, empty or repeated (repair_ids)
   int64_t written = 0;             // records in the output
 };
 

@@ -23,10 +23,10 @@ const std::vector<std::string>& mlqa_languages();
 
 class AnswerNormalizer {
  public:
-  // `lang` matters for mlqa only (an unknown language is an Error); squad ignores it, as the
+  // `lang` matters for mlqa only, where it is required (an empty or unknown language is an Error: the
+  // article list differs per language, so no default can be right); squad ignores it, as the
   // official script has no language.
-  explicit AnswerNormalizer(Normalization normalization = Normalization::squad,
-                            const std::string& lang = "en");
+  explicit AnswerNormalizer(Normalization normalization = Normalization::squad, const std::string& lang = "");
 
   // normalize_answer(s) of the script. Throws Error on malformed UTF-8.
   std::string normalize(std::string_view text) const;

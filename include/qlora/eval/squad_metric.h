@@ -47,7 +47,7 @@ const char* squad_version_name(SquadVersion version);
 struct SquadMetricOptions {
   SquadVersion version = SquadVersion::auto_detect;
   Normalization normalize = Normalization::squad;
-  std::string lang = "en";    // MLQA article rules; ignored by squad normalisation
+  std::string lang;           // MLQA article rules: required with mlqa; ignored by squad normalisation
   double na_threshold = 1.0;  // v2: no_answer_probability > na_threshold predicts "no answer"
 };
 

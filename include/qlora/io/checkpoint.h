@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,12 +38,20 @@ class Checkpoint {
   const SafetensorsFile& file_of(const std::string& name) const;
   const std::vector<SafetensorsFile>& files() const { return files_; }
 
+  // Names never passed to tensor() on this object, sorted: what a loader did not consume.
+  std::vector<std::string> unread_names() const;
+  // A warning naming each unread tensor (at most a few, then a count): a checkpoint tensor that nothing
+  // uses means the config and the weights disagree (transformers reports such keys as UNEXPECTED).
+  // Names containing one of `ignored` (e.g. "rotary_emb.inv_freq", buffers older savers wrote) are skipped.
+  void warn_unread(const std::vector<std::string>& ignored = {}) const;
+
  private:
   size_t file_index(const std::string& name) const;
 
   std::string path_;
   std::vector<SafetensorsFile> files_;
   std::map<std::string, size_t> where_;  // tensor name -> index into files_
+  mutable std::set<std::string> read_;   // names passed to tensor()
 };
 
 // "[2, 3]": a shape for error messages.

@@ -38,9 +38,12 @@ struct MptConfig {
   nn::Activation ffn_act = nn::Activation::kGeluErf;  // ffn_config.ffn_act_fn, default gelu 'none'
   bool attn_uses_sequence_id = false;                 // recorded; segment_ids are honoured either way
   double attn_pdrop = 0, resid_pdrop = 0, emb_pdrop = 0;  // dropouts in training
+  // config.json written for transformers' MptForCausalLM (no auto_map, architectures not "MPTForCausalLM"):
+  // its semantics, which ignore no_bias, learned_pos_emb, alibi_bias_max, expansion_ratio, logit_scale.
+  bool transformers_code = false;
 
-  // Reads config.json (llm-foundry's nested attn_config / ffn_config, with MPTConfig's defaults for
-  // missing keys). Unsupported options (rope, qk_ln, qk_gn, prefix_lm, sliding windows, ffn types other
+  // Reads config.json as the code it was written for reads it: transformers' MptForCausalLM, or
+  // llm-foundry's (nested attn_config / ffn_config, with MPTConfig's defaults for missing keys). Unsupported options (rope, qk_ln, qk_gn, prefix_lm, sliding windows, ffn types other
   // than mptmlp, rms norms, embedding_fraction != 1) are errors naming config.json and the key.
   static MptConfig from_hf_config(const HfConfig& hf);
   int64_t head_dim() const { return d_model / n_heads; }

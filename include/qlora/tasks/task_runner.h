@@ -26,6 +26,18 @@ Json run_task_training(train::TrainTask& task, const config::RunConfig& config,
 // Tokenizer and config files a saved full model needs beside its weights to load on its own.
 void copy_model_side_files(const std::string& from_dir, const std::string& to_dir);
 
+// config.json text with the weights' dtype where transformers 5 reads it ("dtype") and where older
+// readers do ("torch_dtype"): a copied config that says float16 over float32 weights would make
+// transformers load them as float16. `source` names the file in errors.
+Json config_with_dtype(const std::string& config_text, at::ScalarType dtype, const std::string& source);
+// "float32" / "bfloat16" / "float16": torch's names, as config.json spells them.
+std::string torch_dtype_name(at::ScalarType dtype);
+
+// A fully fine-tuned model as a Hugging Face folder: `parameters` in their dtype, the side files of
+// model.path (and model.tokenizer), and config.json's dtype set to the weights' floating dtype.
+void save_full_model(const std::string& dir, const std::vector<std::pair<std::string, at::Tensor*>>& parameters,
+                     const config::RunConfig& config);
+
 // The run config's quantization section applied to a loaded model (quantize-on-load): 4-bit or int8
 // bases for every linear except the output embeddings, quantization.skip_modules and the
 // adapter.modules_to_save (trained in full, so kept dense; transformers would quantize a QA head and PEFT

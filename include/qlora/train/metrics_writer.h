@@ -57,6 +57,10 @@ class MetricsWriter {
   // Logs one record. Metric names are non-empty, made of [A-Za-z0-9_.-], distinct, and not one
   // of the record's own keys (step, epoch, split, wall_time); anything else throws Error.
   void log(Split split, int64_t step, double epoch, const MetricValues& values);
+  // A resumed run continues from a checkpoint at `step`: the records the interrupted run logged after it
+  // are cut from metrics.jsonl (the resumed run logs those steps again; duplicates would make curves
+  // zig-zag). Cuts at the first record whose step is greater; returns the number of lines removed.
+  int64_t truncate_after_step(int64_t step);
   // fsyncs and closes both files (the destructor closes without fsync). Idempotent.
   void close();
 

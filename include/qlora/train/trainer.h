@@ -93,8 +93,10 @@ using LogSink = std::function<void(const Json& record)>;
 
 // Runs training. `resume_from` is "" (fresh), a checkpoint folder, or "latest" (the newest
 // complete checkpoint in output_dir).
+// `on_resume(step)` is called once the checkpoint to resume from is loaded, before any step runs.
 TrainSummary run_training(TrainTask& task, const TrainerOptions& options, const std::string& resume_from = "",
-                          const LogSink& sink = nullptr);
+                          const LogSink& sink = nullptr,
+                          const std::function<void(int64_t step)>& on_resume = nullptr);
 
 // Newest complete checkpoint-N folder under output_dir, or "" when there is none.
 std::string latest_checkpoint(const std::string& output_dir);
