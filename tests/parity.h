@@ -42,4 +42,21 @@ inline void expect_close(const std::string& what, const at::Tensor& actual, cons
   EXPECT_LE(diff, bound) << what << ": tol " << tol << " relative to the reference's magnitude";
 }
 
+// max|actual - expected| <= eps_units * 2^-23 * max|expected|: a few float32 epsilons of the tensor's
+// largest value. For chains of elementwise float32 ops that are identical up to the last bit on one
+// machine but not across machines: vectorized kernels (AVX2 vs AVX-512, FMA contraction) may round one
+// operation differently, and an update p - u that cancels to a small value keeps the rounding error of
+// its operands, so the scale is the tensor's magnitude, not each element's. A wrong formula (bias
+// correction, epsilon, decay) is off by far more than a few epsilons.
+inline void expect_eps_close(const std::string& what, const at::Tensor& actual, const at::Tensor& expected,
+                             double eps_units) {
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  const double eps32 = 1.0 / (1 << 23);
+  const double scale = expected.numel() == 0 ? 0.0 : expected.detach().to(at::kDouble).abs().max().item<double>();
+  const double diff = max_abs_diff(actual, expected);
+  std::printf("[ parity   ] %-48s max|diff| = %.3g = %.3g eps of max|ref| (bound %.3g)\n", what.c_str(), diff,
+              scale > 0 ? diff / (scale * eps32) : 0.0, eps_units);
+  EXPECT_LE(diff, eps_units * eps32 * scale) << what << ": more than " << eps_units << " float32 eps apart";
+}
+
 }  // namespace qlora::testing

@@ -4,10 +4,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
+#include <unistd.h>
+
 #include <string>
 
 #include "encoder_test_util.h"
+#include "qlora/core/atomic_file.h"
+#include "qlora/core/fs.h"
 #include "qlora/io/checkpoint.h"
 #include "qlora/models/causal_lm.h"
 
@@ -79,22 +82,22 @@ TEST(Layouts, MptSavedByTransformersLoadsWithTransformersSemantics) {
 
 // A tensor no module consumes is named in a warning (transformers reports it as UNEXPECTED).
 TEST(Layouts, UnusedCheckpointTensorIsWarnedByName) {
-  namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("qlora_layout_unused_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  // qlora::fsys, not std::filesystem: libtorch exports std::filesystem symbols that clash (see core/fs.h).
+  const std::string dir = "/tmp/qlora_layout_unused_" + std::to_string(::getpid());
+  fsys::remove_all(dir);
+  fsys::create_directories(dir);
   const std::string src = model_dir("layout_qwen2_untied_default");
-  fs::copy_file(src + "/config.json", dir / "config.json");
+  write_file_atomic(fsys::join(dir, "config.json"), read_file(src + "/config.json"));
   const Checkpoint ckpt = open_checkpoint(src);
   NamedTensors tensors;
   for (const auto& n : ckpt.names()) tensors.emplace_back(n, ckpt.tensor(n));
   tensors.emplace_back("model.layers.0.mlp.extra_proj.weight", at::zeros({4, 4}));
-  save_checkpoint(dir.string(), tensors);
+  save_checkpoint(dir, tensors);
   ::testing::internal::CaptureStderr();
-  auto model = load_causal_lm(dir.string());
+  auto model = load_causal_lm(dir);
   const std::string log = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(log.find("'model.layers.0.mlp.extra_proj.weight'"), std::string::npos) << log;
-  fs::remove_all(dir);
+  fsys::remove_all(dir);
 }
 
 }  // namespace

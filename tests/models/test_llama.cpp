@@ -141,6 +141,58 @@ TEST(Llama, PeftLoraAdapterMatchesPeftLogits) {
   EXPECT_GT(delta, 1e-2);
 }
 
+// The relative tolerance keeps its power (issue 17): the defects a parity test is there to catch move the
+// logits by far more than the bound kFp32Tol * max(1, max|ref|). Each mutation below must exceed the
+// bound at least 100-fold, so they would fail the comparisons above on any CPU.
+TEST(Llama, ParityBoundStillCatchesWrongScaleMaskAndBias) {
+  const auto dump = hf_outputs("llama_llama3");
+  CausalLmInputs in;
+  in.input_ids = dump.tensor("right.input_ids");
+  in.attention_mask = dump.tensor("right.attention_mask");
+  const at::Tensor keep = in.attention_mask.to(at::kBool);
+  auto excess = [&](const at::Tensor& logits, const at::Tensor& ref) {
+    return testing::max_abs_diff(logits.index({keep}), ref.index({keep})) /
+           qlora::testing::relative_bound(ref.index({keep}), kFp32Tol);
+  };
+  {  // a wrong LoRA scale: rsLoRA's alpha / sqrt(r) instead of alpha / r (x2 at r = 4)
+    auto model = load_causal_lm(model_dir("llama_llama3"));
+    auto view = peft::peft_view(*model);
+    peft::load_adapter(view, model_dir("llama_llama3") + "/lora");
+    for (auto& [name, linear] : view.linears) linear->lora.scaling *= 2.0;
+    const double x = excess(model->forward(in, nullptr, {}).logits, dump.tensor("lora.logits"));
+    std::printf("wrong LoRA scale: %.0fx the bound\n", x);
+    EXPECT_GT(x, 100);
+  }
+  {  // a wrong mask: the padded row attends to its pads
+    // Left padding: with the pads unmasked, the real tokens after them attend to them.
+    auto model = load_causal_lm(model_dir("llama_llama3"));
+    CausalLmInputs left;
+    left.input_ids = dump.tensor("left.input_ids");
+    left.attention_mask = at::ones_like(dump.tensor("left.attention_mask"));
+    const at::Tensor lk = dump.tensor("left.attention_mask").to(at::kBool);
+    const at::Tensor wrong = model->forward(left, nullptr, {}).logits;
+    const double x = testing::max_abs_diff(wrong.index({lk}), dump.tensor("left.logits").index({lk})) /
+                     qlora::testing::relative_bound(dump.tensor("left.logits").index({lk}), kFp32Tol);
+    std::printf("pads not masked: %.0fx the bound\n", x);
+    EXPECT_GT(x, 100);
+  }
+  {  // a missing bias: Qwen2's q/k/v biases dropped
+    auto model = load_causal_lm(model_dir("qwen2_tied"));
+    const auto qdump = hf_outputs("qwen2_tied");
+    for (auto& [name, p] : model->named_parameters())
+      if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) p->zero_();
+    CausalLmInputs q;
+    q.input_ids = qdump.tensor("right.input_ids");
+    q.attention_mask = qdump.tensor("right.attention_mask");
+    const at::Tensor qk = q.attention_mask.to(at::kBool);
+    const at::Tensor logits = model->forward(q, nullptr, {}).logits;
+    const double x = testing::max_abs_diff(logits.index({qk}), qdump.tensor("right.logits").index({qk})) /
+                     qlora::testing::relative_bound(qdump.tensor("right.logits").index({qk}), kFp32Tol);
+    std::printf("missing q/k/v bias: %.0fx the bound\n", x);
+    EXPECT_GT(x, 100);
+  }
+}
+
 // attach (all-linear, CAUSAL_LM) -> save -> load into a fresh model gives the same logits; keys are
 // PEFT's (base_model.model. + HF module path) and lm_head (the output embeddings) is not targeted.
 // tools/gen_llama_fixtures.py's adapter goes the other way (PEFT -> qlora) in the test above.

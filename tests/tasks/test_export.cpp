@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include "error_of.h"
+#include "parity.h"
 #include "qlora/core/atomic_file.h"
 #include "qlora/core/fs.h"
+#include "qlora/core/jsonl.h"
 #include "qlora/io/safetensors.h"
 #include "qlora/models/causal_lm.h"
 #include "qlora/tasks/export.h"
@@ -32,8 +34,23 @@ TEST(Export, MergedLlamaIsWhatTransformersChecked) {
   const Json result = export_merged(o);
   EXPECT_EQ(result["merged_modules"].get<int64_t>(), 4);  // q_proj and v_proj of two layers
   const std::string proved = kFixtures + "/export/llama_llama3_merged";
-  for (const char* file : {"model.safetensors", "config.json", "generation_config.json"})
+  for (const char* file : {"config.json", "generation_config.json"})
     EXPECT_EQ(read_file(out + "/" + file), read_file(proved + "/" + file)) << file;
+  // The weights: same names, dtypes, shapes and order; values equal up to float32 rounding of the merge
+  // W + s B A (a sum over r = 4 terms that AVX2 and AVX-512 kernels may order differently; a few eps of
+  // the largest weight). Unmerged tensors are copied, so those are exact.
+  const auto written = SafetensorsFile::open(out + "/model.safetensors");
+  const auto expected = SafetensorsFile::open(proved + "/model.safetensors");
+  ASSERT_EQ(written.names(), expected.names());
+  for (const auto& name : expected.names()) {
+    const at::Tensor w = written.tensor(name), e = expected.tensor(name);
+    ASSERT_EQ(w.scalar_type(), e.scalar_type()) << name;
+    if (name.find("q_proj") == std::string::npos && name.find("v_proj") == std::string::npos) {
+      EXPECT_TRUE(at::equal(w, e)) << name << " is not merged and must be copied exactly";
+    } else {
+      qlora::testing::expect_eps_close(name, w, e, 4);
+    }
+  }
 
   const auto check = SafetensorsFile::open(kFixtures + "/export/llama_llama3_export_check.safetensors");
   auto model = models::load_causal_lm(out);
@@ -58,6 +75,32 @@ TEST(Export, RefusesToReplaceAnExistingFolderAndLeavesNothingOnError) {
   o.adapter_dir = kBase + "/no-such-adapter";
   EXPECT_NE(qlora_test::error_of([&] { export_merged(o); }).find("no-such-adapter"), std::string::npos);
   EXPECT_FALSE(fsys::exists(out));
+}
+
+// transformers 5 reads "dtype" (over "torch_dtype", which older readers use): both must name the dtype
+// written, or transformers loads an fp32 export of an fp16 base as fp16 without a word.
+TEST(Export, ConfigDtypeFollowsTheExportedWeights) {
+  const std::string half = temp_dir("fp16"), full = temp_dir("fp32");
+  fsys::remove_all(half);
+  fsys::remove_all(full);
+  ExportOptions o;
+  o.model_dir = kBase;  // its config.json says "dtype": "float32", as transformers 5 saves it
+  o.out_dir = half;
+  o.dtype = "fp16";
+  export_merged(o);
+  Json config = Json::parse(read_file(half + "/config.json"));
+  EXPECT_EQ(config.at("dtype"), "float16");
+  EXPECT_EQ(config.at("torch_dtype"), "float16");
+  EXPECT_EQ(SafetensorsFile::open(half + "/model.safetensors").tensor("lm_head.weight").scalar_type(), at::kHalf);
+  o.model_dir = half;
+  o.out_dir = full;
+  o.dtype = "fp32";
+  export_merged(o);
+  config = Json::parse(read_file(full + "/config.json"));
+  EXPECT_EQ(config.at("dtype"), "float32");
+  EXPECT_EQ(config.at("torch_dtype"), "float32");
+  fsys::remove_all(half);
+  fsys::remove_all(full);
 }
 
 }  // namespace

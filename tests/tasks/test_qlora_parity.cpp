@@ -12,6 +12,7 @@
 #include "qlora/models/causal_lm.h"
 #include "qlora/models/encoder.h"
 #include "qlora/models/quantize.h"
+#include "parity.h"
 #include "qlora/peft/lora_model.h"
 #include "qlora/tasks/sft_task.h"
 #include "qlora/train/optimizer.h"
@@ -22,9 +23,7 @@ namespace {
 const std::string kBase = std::string(QLORA_FIXTURES_DIR) + "/models/tiny-xlmr-qa";
 const std::string kQlora = std::string(QLORA_FIXTURES_DIR) + "/models/tiny-xlmr-qa-qlora";
 
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.detach().to(at::kDouble) - b.detach().to(at::kDouble)).abs().max().item<double>();
-}
+using testing::expect_close;  // relative to the magnitude compared: tests/parity.h
 
 // Compares every trainable tensor's gradient with the dump's "grad.<PEFT key>" (PEFT names the adapter
 // "default": ...lora_A.default.weight) within 2e-5; returns how many were compared.
@@ -37,7 +36,7 @@ int expect_lora_grads(const std::vector<peft::AdapterTensor>& trainable, const S
       ADD_FAILURE() << "no gradient for " << key;
       continue;
     }
-    EXPECT_LT(max_abs_diff(t.tensor->grad(), dump.tensor("grad." + key)), 2e-5) << key;
+    expect_close("grad " + key, t.tensor->grad(), dump.tensor("grad." + key), 2e-5);
     ++checked;
   }
   return checked;
@@ -120,16 +119,16 @@ TEST(QloraParity, FourBitLogitsAndLoraGradientsMatch) {
     at::NoGradGuard no_grad;
     const auto base = forward(m, dump);
     // Same dequantized weights, same fp32 ops; only summation order differs (~1e-7 relative).
-    EXPECT_LT(max_abs_diff(base.start, dump.tensor("base.start_logits")), 2e-5);
-    EXPECT_LT(max_abs_diff(base.end, dump.tensor("base.end_logits")), 2e-5);
+    expect_close("4-bit base start logits", base.start, dump.tensor("base.start_logits"), 2e-5);
+    expect_close("4-bit base end logits", base.end, dump.tensor("base.end_logits"), 2e-5);
   }
   const auto adapter = peft::load_adapter(m.view, kQlora, {/*is_trainable=*/true});
   const auto out = forward(m, dump);
-  EXPECT_LT(max_abs_diff(out.start, dump.tensor("lora.start_logits")), 2e-5);
-  EXPECT_LT(max_abs_diff(out.end, dump.tensor("lora.end_logits")), 2e-5);
+  expect_close("QLoRA start logits", out.start, dump.tensor("lora.start_logits"), 2e-5);
+  expect_close("QLoRA end logits", out.end, dump.tensor("lora.end_logits"), 2e-5);
   const at::Tensor loss =
       models::qa_loss(out.start, out.end, dump.tensor("start_positions"), dump.tensor("end_positions"));
-  EXPECT_NEAR(loss.item<double>(), dump.tensor("lora.loss").item<double>(), 1e-5);
+  expect_close("loss", loss.reshape(dump.tensor("lora.loss").sizes()), dump.tensor("lora.loss"), 1e-5);
   loss.backward();
   const int checked = expect_lora_grads(adapter.trainable, dump);
   // layers x (query, value, and the three "dense": attention.output, intermediate, output) x (A, B)
@@ -169,9 +168,9 @@ TEST(QloraParity, DecoderLogitsGradientsAndLossCurveMatch) {
   // Same dequantized weights and fp32 ops; only summation order differs. Padded positions are compared out:
   // their logits are unused, and ours need not equal what HF's attention mask makes of them.
   const at::Tensor real = dump.tensor("attention_mask").unsqueeze(-1).to(at::kBool);
-  EXPECT_LT(max_abs_diff(logits.masked_fill(~real, 0), dump.tensor("lora.logits").masked_fill(~real, 0)),
-            2e-5);
-  EXPECT_NEAR(loss.item<double>(), dump.tensor("lora.loss").item<double>(), 1e-5);
+  expect_close("decoder QLoRA logits", logits.masked_fill(~real, 0), dump.tensor("lora.logits").masked_fill(~real, 0),
+               2e-5);
+  expect_close("loss", loss.reshape(dump.tensor("lora.loss").sizes()), dump.tensor("lora.loss"), 1e-5);
   loss.backward();
   const int checked = expect_lora_grads(adapter.trainable, dump);
   EXPECT_EQ(checked, 2 * 7 * 2);  // layers x (q, k, v, o, gate, up, down) x (A, B)

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "parity.h"
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -37,17 +39,17 @@ TEST(AdamW, MatchesTorchOverSixClippedSteps) {
     EXPECT_NEAR(norm, meta["grad_norms"][step].get<double>(), 1e-6 * norm) << "step " << step;
     opt.step(meta["lrs"][step].get<double>());
     for (auto& [k, t] : p) {
-      // Same libtorch kernels in the same order as the Python single-tensor AdamW: bit-identical.
-      EXPECT_TRUE(at::equal(t.detach(), file.tensor("param." + std::to_string(step) + "." + k)))
-          << "param " << k << " after step " << step << " max diff "
-          << (t.detach() - file.tensor("param." + std::to_string(step) + "." + k)).abs().max().item<float>();
+      // Same libtorch kernels in the same order as the Python single-tensor AdamW: bit-identical on the
+      // machine that made the fixture; another CPU's vector kernels may round one op differently.
+      qlora::testing::expect_eps_close("param " + k + " after step " + std::to_string(step), t.detach(),
+                                       file.tensor("param." + std::to_string(step) + "." + k), 4);
     }
   }
   EXPECT_EQ(opt.steps(), 6);
   for (const auto& [name, tensor] : opt.state()) {
-    EXPECT_TRUE(at::equal(
-        tensor, file.tensor(name.substr(name.find('.') + 1) + "." + name.substr(0, name.find('.')))))
-        << name;
+    qlora::testing::expect_eps_close(
+        "state " + name, tensor, file.tensor(name.substr(name.find('.') + 1) + "." + name.substr(0, name.find('.'))),
+        4);
   }
 }
 

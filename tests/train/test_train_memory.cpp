@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "parity.h"
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -61,8 +63,9 @@ TEST(LossScaler, MatchesTorchGradScaler) {
     scaler.update();
     EXPECT_EQ(scaler.scale_value(), meta["scale"][s].get<double>()) << "step " << s;
     EXPECT_EQ(scaler.growth_tracker(), meta["growth_tracker"][s].get<int64_t>()) << "step " << s;
-    EXPECT_TRUE(at::equal(p1.detach(), file.tensor("param." + k + ".p1"))) << "step " << s;
-    EXPECT_TRUE(at::equal(p2.detach(), file.tensor("param." + k + ".p2"))) << "step " << s;
+    // p - lr * g: one float32 op, which a CPU without vector kernels may fuse differently (tests/parity.h).
+    qlora::testing::expect_eps_close("p1 after step " + k, p1.detach(), file.tensor("param." + k + ".p1"), 4);
+    qlora::testing::expect_eps_close("p2 after step " + k, p2.detach(), file.tensor("param." + k + ".p2"), 4);
   }
   EXPECT_EQ(skipped, 4);
 }
@@ -119,12 +122,11 @@ TEST(AdamW8bit, MatchesBitsandbytesOverSixSteps) {
     }
     EXPECT_TRUE(at::equal(state["small.exp_avg"], file.tensor("state." + k + ".small.state1"))) << s;
     EXPECT_TRUE(at::equal(state["small.exp_avg_sq"], file.tensor("state." + k + ".small.state2"))) << s;
-    EXPECT_TRUE(at::equal(big.detach(), file.tensor("param." + k + ".big")))
-        << "big after step " << s << " max diff "
-        << max_diff(big.detach(), file.tensor("param." + k + ".big"));
-    EXPECT_TRUE(at::equal(small.detach(), file.tensor("param." + k + ".small")))
-        << "small after step " << s << " max diff "
-        << max_diff(small.detach(), file.tensor("param." + k + ".small"));
+    // The parameter update is float32 elementwise math: bit-equal on the fixture's machine, within a few
+    // eps where another CPU's vector kernels round one op differently (tests/parity.h).
+    qlora::testing::expect_eps_close("big after step " + k, big.detach(), file.tensor("param." + k + ".big"), 4);
+    qlora::testing::expect_eps_close("small after step " + k, small.detach(), file.tensor("param." + k + ".small"),
+                                     4);
   }
 }
 
@@ -170,8 +172,8 @@ TEST(PagedAdamW, IdenticalToTorchAdamWOnCpu) {
     train::clip_grad_norm({p["w1"], p["w2"], p["b"]}, 1.0);
     opt.step(meta["lrs"][step].get<double>());
     for (auto& [k, t] : p) {
-      EXPECT_TRUE(at::equal(t.detach(), file.tensor("param." + std::to_string(step) + "." + k)))
-          << k << " " << step;
+      qlora::testing::expect_eps_close("paged " + k + " after step " + std::to_string(step), t.detach(),
+                                       file.tensor("param." + std::to_string(step) + "." + k), 4);
     }
   }
   for (const auto& [name, tensor] : opt.state()) EXPECT_TRUE(tensor.device().is_cpu()) << name;
