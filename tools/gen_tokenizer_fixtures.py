@@ -10,6 +10,10 @@ What it does
 3. For every tokenizer and a fixed list of texts records: the fast tokenizer's ids, offsets, token types and
    sequence ids; pair encodings; decode with and without special tokens; raw sentencepiece ids; and a
    "slow" reference (see below). Written to tests/fixtures/tokenizers/<name>.json.
+4. Writes the same tokenizers as transformers 5 saves them, tokenizer.json only (save_pretrained, then the
+   SentencePiece .model deleted): aidreams260K-json, t5-small-json, xlmr-viwiki-json, plus aidreams260K-json-edited
+   (merges edited by hand), and records <name>_json.json from those folders; each case also says whether HF gives
+   the same encoding as for the SentencePiece folder ("same_as_sp_folder").
 
 About "slow": transformers 5 removed the per-model SentencePiece ("slow") tokenizer classes;
 LlamaTokenizer, T5Tokenizer and XLMRobertaTokenizer are all `tokenizers`-backed now (LlamaTokenizerFast is
@@ -184,7 +188,9 @@ def encode_fast(tok, a, b=None):
     }
 
 
-def record(name, tok, slow, texts, pairs, model_rel, kind, notes, keep_tokens=True):
+def record(name, tok, slow, texts, pairs, model_rel, kind, notes, keep_tokens=True, sp_tok=None, sp_model_rel=None):
+    """sp_tok / sp_model_rel: for a tokenizer.json-only folder, the HF tokenizer of the SentencePiece folder it was
+    saved from and that folder; each case then says whether the two agree ("same_as_sp_folder")."""
     cases = []
     for text in texts:
         fast = encode_fast(tok, text)
@@ -205,6 +211,10 @@ def record(name, tok, slow, texts, pairs, model_rel, kind, notes, keep_tokens=Tr
         if keep_tokens:
             case["tokens"] = tok.convert_ids_to_tokens(fast["ids"])
         case["slow_differs"] = case["slow_ids"] != case["ids"]
+        if sp_tok is not None:
+            case["same_as_sp_folder"] = encode_fast(sp_tok, text) == fast and sp_tok(
+                text, add_special_tokens=False, return_offsets_mapping=True
+            )["offset_mapping"] == plain["offset_mapping"]
         cases.append(case)
     pair_cases = []
     for a, b in pairs:
@@ -213,6 +223,8 @@ def record(name, tok, slow, texts, pairs, model_rel, kind, notes, keep_tokens=Tr
         case["decode"] = tok.decode(fast["ids"], skip_special_tokens=False)
         case["decode_skip_special"] = tok.decode(fast["ids"], skip_special_tokens=True)
         case["slow_differs"] = case["slow_ids"] != case["ids"]
+        if sp_tok is not None:
+            case["same_as_sp_folder"] = encode_fast(sp_tok, a, b) == fast
         pair_cases.append(case)
 
     def sid(attr):
@@ -236,19 +248,55 @@ def record(name, tok, slow, texts, pairs, model_rel, kind, notes, keep_tokens=Tr
                                       "pair": tok.num_special_tokens_to_add(True)},
         "clean_up_tokenization_spaces": bool(tok.clean_up_tokenization_spaces),
         "notes": notes,
+        **({"sp_model_dir": sp_model_rel} if sp_model_rel else {}),
         "cases": cases,
         "pairs": pair_cases,
     }
     n_diff = sum(c["slow_differs"] for c in cases + pair_cases)
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    print(f"{path.relative_to(ROOT)}: {len(cases)} texts, {len(pair_cases)} pairs, slow!=fast in {n_diff}")
+    extra = ""
+    if sp_tok is not None:
+        n_sp = sum(not c["same_as_sp_folder"] for c in cases + pair_cases)
+        extra = f", differs from the SentencePiece folder in {n_sp}"
+    print(f"{path.relative_to(ROOT)}: {len(cases)} texts, {len(pair_cases)} pairs, slow!=fast in {n_diff}{extra}")
 
 
 def copy_files(src: Path, dst: Path, names):
     dst.mkdir(parents=True, exist_ok=True)
     for n in names:
         shutil.copy(src / n, dst / n)
+
+
+# ---- tokenizer.json-only folders (what transformers 5 saves) -------------------------------------------
+
+
+def save_json_only(src: Path, dst: Path, edit=None):
+    """The folder transformers 5 writes for the tokenizer in `src`: load it, save_pretrained into `dst`, delete the
+    SentencePiece *.model files. tokenizer.json is re-written without indentation (whitespace only; it keeps the
+    fixtures small). `edit(tokenizer_json_dict)` simulates a user-edited file. Returns the tokenizer loaded back
+    from `dst` by AutoTokenizer: the reference the fixture records."""
+    tok = AutoTokenizer.from_pretrained(str(src))
+    shutil.rmtree(dst, ignore_errors=True)
+    tok.save_pretrained(str(dst))
+    for f in dst.glob("*.model"):
+        f.unlink()
+    path = dst / "tokenizer.json"
+    j = json.loads(path.read_text(encoding="utf-8"))
+    if edit is not None:
+        edit(j)
+    path.write_text(json.dumps(j, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+    return AutoTokenizer.from_pretrained(str(dst))
+
+
+def merges_equal_generated(folder: Path) -> bool:
+    """Whether tokenizer.json's BPE merges are what transformers' generate_merges() makes from its vocab."""
+    from transformers.tokenization_utils_base import generate_merges
+
+    model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    generated = [tuple(m) for m in generate_merges(model["vocab"], skip_tokens={"<unk>", "<s>", "</s>"})]
+    return merges == generated
 
 
 def main():
@@ -267,6 +315,29 @@ def main():
            ["legacy=true (tokenizer_config.json): the fast Metaspace prepends '▁' to every segment that does "
             "not already start with one.",
             "slow (sentencepiece add_dummy_prefix) always prepends, so texts with a leading space differ."])
+    aid_tok, aid_slow = tok, slow
+
+    # The same tokenizer as transformers 5 saves it: tokenizer.json + tokenizer_config.json, no tokenizer.model.
+    aid_json = OUT / "aidreams260K-json"
+    tok_json = save_json_only(aid, aid_json)
+    same_merges = merges_equal_generated(aid_json)
+    print(f"aidreams260K-json: tokenizer.json merges == generate_merges(vocab): {same_merges}")
+    record("llama_aidreams_json", tok_json, aid_slow, llama_texts, PAIRS, "aidreams260K-json", "llama",
+           ["tokenizer.json-only folder written by transformers save_pretrained from aidreams260K (tokenizer.model "
+            "deleted). transformers 5 takes vocab + merges (+ post_processor when tokenizer_config.json has no "
+            "add_bos_token/add_eos_token) from tokenizer.json and builds the rest of the LlamaTokenizer pipeline.",
+            "The saved tokenizer_config.json has no 'legacy' key, so legacy=False (prepend_scheme 'first'): texts "
+            "with special tokens inside differ from the aidreams260K folder (legacy=true); see same_as_sp_folder.",
+            f"tokenizer.json merges equal transformers' generate_merges(vocab): {same_merges}."],
+           sp_tok=aid_tok, sp_model_rel="aidreams260K")
+
+    # A user-edited tokenizer.json: the first 10 merges removed. transformers uses the file's merges.
+    aid_edit = OUT / "aidreams260K-json-edited"
+    tok_edit = save_json_only(aid, aid_edit, edit=lambda j: j["model"].update(merges=j["model"]["merges"][10:]))
+    record("llama_aidreams_json_edited", tok_edit, aid_slow, llama_texts, PAIRS, "aidreams260K-json-edited", "llama",
+           ["aidreams260K-json with the first 10 BPE merges deleted from tokenizer.json (a user edit): the merges in "
+            "the file are used, not merges generated from the vocabulary."],
+           sp_tok=aid_tok, sp_model_rel="aidreams260K")
 
     # LLaMA-2 (local only): no tokenizer_config.json, so transformers 5 defaults apply (legacy=False).
     l2 = SHARED / "tokenizers" / "llama2-spm"
@@ -280,6 +351,8 @@ def main():
                 "(prepend_scheme 'first')."], keep_tokens=False)
     else:
         print("llama2-spm not found; skipping the llama2 fixture")
+    # No fixture for the published LLaMA-2 tokenizer.json (../shared/data/tokenizers/llama2): transformers 5.17
+    # cannot load it (its "a b" string merges split into more than two parts: "expected tuple of length 2").
 
     # T5 (ship, Apache-2.0). The C++ side needs spiece.model + tokenizer_config.json only.
     t5_src = SHARED / "tokenizers" / "t5-small"
@@ -298,6 +371,13 @@ def main():
     record("t5_small", tok, slow, t5_texts, PAIRS, "t5-small", "t5",
            ["tokenizer.json folder and spiece.model-only folder give identical ids and offsets (checked).",
             "Fast pipeline: Precompiled(nmt_nfkc) -> WhitespaceSplit -> Metaspace(always, split)."])
+    t5_json = OUT / "t5-small-json"
+    tok_json = save_json_only(t5, t5_json)
+    record("t5_small_json", tok_json, slow, t5_texts, PAIRS, "t5-small-json", "t5",
+           ["tokenizer.json-only folder written by transformers save_pretrained from t5-small (spiece.model "
+            "deleted; tokenizer.json re-written without indentation). transformers 5 takes the Unigram vocab and "
+            "the Precompiled charsmap from tokenizer.json and builds the rest of the T5Tokenizer pipeline."],
+           sp_tok=tok_spm_only, sp_model_rel="t5-small")
 
     # XLM-R style (trained here; CC BY-SA 3.0 data).
     model = train_xlmr_spm(WORK / "xlmr_viwiki_8k")
@@ -334,6 +414,16 @@ def main():
             "<mask> is an AddedToken with lstrip=True: the stripped spaces belong to no token.",
             "Recorded from the folder with tokenizer.json; the shipped folder (no tokenizer.json) gives "
             "identical ids and offsets (checked)."])
+    xl_json = OUT / "xlmr-viwiki-json"
+    tok_json = save_json_only(xl, xl_json)
+    (xl_json / "ATTRIBUTION.md").write_text((xl / "ATTRIBUTION.md").read_text() +
+                                            "\nThis folder is the same tokenizer as transformers 5 saves it (tokenizer.json, "
+                                            "no sentencepiece.bpe.model).\n")
+    record("xlmr_viwiki_json", tok_json, slow, xl_texts, PAIRS, "xlmr-viwiki-json", "xlmr",
+           ["tokenizer.json-only folder written by transformers save_pretrained from xlmr-viwiki "
+            "(sentencepiece.bpe.model deleted). transformers 5 takes the Unigram vocab (fairseq ids), the Precompiled "
+            "charsmap and the added tokens from tokenizer.json."],
+           sp_tok=tok_shipped, sp_model_rel="xlmr-viwiki")
 
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     print(f"tests/fixtures/tokenizers: {total / 1e6:.2f} MB")

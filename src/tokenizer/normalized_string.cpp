@@ -307,7 +307,17 @@ void write_varint_field(std::string& out, uint32_t number, uint64_t v) {
   write_varint(out, v);
 }
 
+void write_float_field(std::string& out, uint32_t number, float v) {
+  write_varint(out, (static_cast<uint64_t>(number) << 3) | 5);
+  uint32_t bits = 0;
+  static_assert(sizeof(bits) == sizeof(v));
+  std::memcpy(&bits, &v, sizeof(bits));
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((bits >> (8 * i)) & 0xFF));  // little endian
+}
+
 // ModelProto field numbers (sentencepiece_model.proto).
+constexpr uint32_t kPieces = 1;
+constexpr uint32_t kTrainerSpec = 2;
 constexpr uint32_t kNormalizerSpec = 3;
 constexpr uint32_t kSelfTestData = 4;
 // NormalizerSpec field numbers.
@@ -316,8 +326,43 @@ constexpr uint32_t kPrecompiledCharsmap = 2;
 constexpr uint32_t kAddDummyPrefix = 3;
 constexpr uint32_t kRemoveExtraWhitespaces = 4;
 constexpr uint32_t kEscapeWhitespaces = 5;
+// SentencePiece field numbers.
+constexpr uint32_t kPiece = 1;
+constexpr uint32_t kScore = 2;
+constexpr uint32_t kType = 3;
+// TrainerSpec field numbers and ModelType values.
+constexpr uint32_t kModelType = 3;
+constexpr uint32_t kByteFallback = 35;
+constexpr uint64_t kUnigram = 1;
+constexpr uint64_t kBpe = 2;
+
+std::string identity_normalizer_spec() {
+  std::string spec;
+  write_bytes_field(spec, kName, "identity");
+  write_varint_field(spec, kAddDummyPrefix, 0);
+  write_varint_field(spec, kRemoveExtraWhitespaces, 0);
+  write_varint_field(spec, kEscapeWhitespaces, 1);
+  return spec;
+}
 
 }  // namespace
+
+std::string build_spm_model_proto(const std::vector<SpmPiece>& pieces, bool unigram, bool byte_fallback) {
+  std::string out;
+  for (const SpmPiece& p : pieces) {
+    std::string piece;
+    write_bytes_field(piece, kPiece, p.piece);
+    write_float_field(piece, kScore, p.score);
+    write_varint_field(piece, kType, static_cast<uint64_t>(p.type));
+    write_bytes_field(out, kPieces, piece);
+  }
+  std::string trainer;
+  write_varint_field(trainer, kModelType, unigram ? kUnigram : kBpe);
+  write_varint_field(trainer, kByteFallback, byte_fallback ? 1 : 0);
+  write_bytes_field(out, kTrainerSpec, trainer);
+  write_bytes_field(out, kNormalizerSpec, identity_normalizer_spec());
+  return out;
+}
 
 SpmProtoInfo read_spm_proto(std::string_view model_proto, const std::string& source) {
   SpmProtoInfo info;
@@ -333,11 +378,7 @@ SpmProtoInfo read_spm_proto(std::string_view model_proto, const std::string& sou
 
 std::string with_identity_normalizer(std::string_view model_proto, const std::string& source) {
   std::string out;
-  std::string spec;
-  write_bytes_field(spec, kName, "identity");
-  write_varint_field(spec, kAddDummyPrefix, 0);
-  write_varint_field(spec, kRemoveExtraWhitespaces, 0);
-  write_varint_field(spec, kEscapeWhitespaces, 1);
+  const std::string spec = identity_normalizer_spec();
   bool written = false;
   for (const Field& f : parse_fields(model_proto, source)) {
     if (f.number == kSelfTestData) continue;  // its expectations assume the original normalizer

@@ -76,6 +76,16 @@ struct SpmProtoInfo {
 };
 // Reads normalizer_spec; throws Error naming `source` on malformed protobuf.
 SpmProtoInfo read_spm_proto(std::string_view model_proto, const std::string& source);
+// One piece of a SentencePiece model built by hand (sentencepiece_model.proto SentencePiece.Type values).
+struct SpmPiece {
+  enum Type { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kByte = 6 };
+  std::string piece;
+  float score = 0;
+  Type type = kNormal;
+};
+// A serialized ModelProto with these pieces, trainer_spec.model_type UNIGRAM (unigram = true) or BPE, the
+// given byte_fallback, and an identity normalizer (we normalize the HF way before spm sees the text).
+std::string build_spm_model_proto(const std::vector<SpmPiece>& pieces, bool unigram, bool byte_fallback);
 // The same model with an identity normalizer (no charsmap, no dummy prefix, no whitespace removal),
 // without self-test data: we feed spm text that is already normalized the HF way.
 std::string with_identity_normalizer(std::string_view model_proto, const std::string& source);

@@ -16,6 +16,7 @@
 
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
@@ -25,6 +26,7 @@
 #include "qlora/core/jsonl.h"
 #include "qlora/core/unicode.h"
 #include "spm_bpe.h"
+#include "spm_tokenizer_json.h"
 
 namespace qlora {
 
@@ -90,21 +92,25 @@ struct AddedToken {
 
 class SentencePieceTokenizer final : public Tokenizer {
  public:
+  // From a SentencePiece .model file.
   SentencePieceTokenizer(const std::string& model_file, const SentencePieceOptions& options)
       : path_(model_file), opt_(options) {
     const std::string proto = read_binary(model_file);
     const td::SpmProtoInfo info = td::read_spm_proto(proto, model_file);
-    const auto status = sp_.LoadFromSerializedProto(td::with_identity_normalizer(proto, model_file));
-    if (!status.ok()) fail(model_file + ": not a SentencePiece model: " + status.ToString());
-    sp_size_ = sp_.GetPieceSize();
-    if (opt_.kind != TokenizerKind::kLlama)
-      charsmap_ = td::PrecompiledCharsmap(info.precompiled_charsmap, model_file);
+    load_proto(td::with_identity_normalizer(proto, model_file), info.precompiled_charsmap);
     setup_vocab();
-    if (opt_.kind == TokenizerKind::kLlama) {
-      std::vector<std::string> pieces(sp_size_);
-      for (int i = 0; i < sp_size_; ++i) pieces[i] = sp_.IdToPiece(i);
-      bpe_ = td::HfBpe(pieces, sp_.unk_id());
-    }
+    if (opt_.kind == TokenizerKind::kLlama) bpe_ = td::HfBpe(piece_list(), sp_.unk_id());
+  }
+
+  // From tokenizer.json alone (spm_tokenizer_json.h): the pieces laid out as their spm model, the file's
+  // merges and added tokens.
+  SentencePieceTokenizer(const std::string& json_file, const td::SpmJsonModel& model,
+                         const SentencePieceOptions& options)
+      : path_(json_file), opt_(options) {
+    load_proto(model.model_proto, model.precompiled_charsmap);
+    setup_vocab();
+    add_json_tokens(model.added_tokens);
+    if (opt_.kind == TokenizerKind::kLlama) bpe_ = td::HfBpe(piece_list(), model.bpe_unk_id, model.merges);
   }
 
   TokenizerKind kind() const override { return opt_.kind; }
@@ -172,6 +178,54 @@ class SentencePieceTokenizer final : public Tokenizer {
     added_.push_back({content, id, lstrip});
     added_by_content_[content] = id;
     added_by_id_[id] = content;
+  }
+
+  void load_proto(const std::string& identity_proto, const std::string& charsmap) {
+    const auto status = sp_.LoadFromSerializedProto(identity_proto);
+    if (!status.ok()) fail(path_ + ": not a SentencePiece model: " + status.ToString());
+    sp_size_ = sp_.GetPieceSize();
+    if (opt_.kind != TokenizerKind::kLlama && !charsmap.empty())
+      charsmap_ = td::PrecompiledCharsmap(charsmap, path_);
+  }
+
+  std::vector<std::string> piece_list() const {
+    std::vector<std::string> pieces(sp_size_);
+    for (int i = 0; i < sp_size_; ++i) pieces[i] = sp_.IdToPiece(i);
+    return pieces;
+  }
+
+  // tokenizer.json's added_tokens: the flavour's own tokens must sit where the flavour puts them (their
+  // lstrip comes from the file, as in transformers); further special tokens extend the vocabulary.
+  void add_json_tokens(const std::vector<td::SpmJsonAddedToken>& tokens) {
+    const int64_t base_size = vocab_size_;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const td::SpmJsonAddedToken& t = tokens[i];
+      const std::string where = path_ + ": added_tokens[" + std::to_string(i) + "] '" + t.content + "'";
+      const auto known = added_by_content_.find(t.content);
+      if (known != added_by_content_.end()) {
+        if (known->second != t.id) {
+          fail(where + " has id " + std::to_string(t.id) + " but a " + tokenizer_kind_name(opt_.kind) +
+               " tokenizer has it at " + std::to_string(known->second));
+        }
+        for (AddedToken& a : added_) {
+          if (a.content == t.content) a.lstrip = t.lstrip;
+        }
+        continue;
+      }
+      if (t.id < 0 || added_by_id_.count(t.id) != 0)
+        fail(where + ": id " + std::to_string(t.id) + " is taken");
+      if (t.id < base_size && id_to_token(t.id) != t.content) {
+        fail(where + ": id " + std::to_string(t.id) + " is the piece '" + id_to_token(t.id) + "'");
+      }
+      add_special(t.content, t.id, t.lstrip);
+      vocab_size_ = std::max(vocab_size_, t.id + 1);
+    }
+    for (int64_t id = base_size; id < vocab_size_; ++id) {
+      if (added_by_id_.count(id) == 0) {
+        fail(path_ + ": added_tokens leave id " + std::to_string(id) +
+             " unassigned (ids must be contiguous)");
+      }
+    }
   }
 
   void expect_piece(int id, const std::string& piece) const {
@@ -277,7 +331,7 @@ class SentencePieceTokenizer final : public Tokenizer {
       }
       return s;
     }
-    charsmap_.normalize(s);
+    if (!charsmap_.empty()) charsmap_.normalize(s);  // a tokenizer.json may have no normalizer
     td::NormalizedString joined;
     for (td::NormalizedString& word : td::split_on_whitespace(s)) {
       if (word.text.compare(0, kMetaspaceUtf8.size(), kMetaspaceUtf8) != 0) td::prepend_char(word, 0x2581);
@@ -425,6 +479,38 @@ class SentencePieceTokenizer final : public Tokenizer {
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& model_file,
                                                         const SentencePieceOptions& options) {
   return std::make_unique<SentencePieceTokenizer>(model_file, options);
+}
+
+std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer_json(const std::string& model_dir,
+                                                             TokenizerKind kind) {
+  const std::string json_file = model_dir + "/tokenizer.json";
+  const td::SpmJsonModel model = td::read_spm_tokenizer_json(json_file, kind);
+  SentencePieceOptions options = read_sentencepiece_options(model_dir, kind);
+  if (kind == TokenizerKind::kT5) {
+    const std::string cfg = model_dir + "/tokenizer_config.json";
+    if (std::ifstream(cfg) && read_json_file(cfg).contains("extra_ids") &&
+        options.extra_ids != model.extra_ids) {
+      fail(cfg + ": extra_ids is " + std::to_string(options.extra_ids) + " but " + json_file + " has " +
+           std::to_string(model.extra_ids) + " <extra_id_N> tokens at the end of model.vocab");
+    }
+    options.extra_ids = model.extra_ids;
+  }
+  if (kind == TokenizerKind::kLlama) {
+    // transformers 5 (TokenizersBackend): add_bos_token / add_eos_token in tokenizer_config.json rebuild the
+    // template (a missing one counts as false); without either, tokenizer.json's post_processor is used.
+    const std::string cfg_path = model_dir + "/tokenizer_config.json";
+    const Json cfg = std::ifstream(cfg_path) ? read_json_file(cfg_path) : Json::object();
+    const bool has_bos = cfg.contains("add_bos_token") && !cfg["add_bos_token"].is_null();
+    const bool has_eos = cfg.contains("add_eos_token") && !cfg["add_eos_token"].is_null();
+    if (!has_bos && !has_eos) {
+      options.add_bos_token = model.template_bos;
+      options.add_eos_token = model.template_eos;
+    } else {
+      if (!has_bos) options.add_bos_token = false;
+      if (!has_eos) options.add_eos_token = false;
+    }
+  }
+  return std::make_unique<SentencePieceTokenizer>(json_file, model, options);
 }
 
 SentencePieceOptions read_sentencepiece_options(const std::string& model_dir, TokenizerKind kind) {

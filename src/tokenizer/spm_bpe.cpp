@@ -8,9 +8,7 @@
 
 namespace qlora::tokenizer_detail {
 
-namespace {}  // namespace
-
-HfBpe::HfBpe(const std::vector<std::string>& pieces, int unk_id) : unk_id_(unk_id) {
+void HfBpe::index_pieces(const std::vector<std::string>& pieces) {
   for (size_t i = 0; i < pieces.size(); ++i) piece_to_id_.emplace(pieces[i], static_cast<int>(i));
   for (int b = 0; b < 256; ++b) {
     char name[8];
@@ -18,6 +16,19 @@ HfBpe::HfBpe(const std::vector<std::string>& pieces, int unk_id) : unk_id_(unk_i
     const auto it = piece_to_id_.find(name);
     byte_ids_[b] = it == piece_to_id_.end() ? -1 : it->second;
   }
+}
+
+HfBpe::HfBpe(const std::vector<std::string>& pieces, int unk_id, const std::vector<MergeRule>& merges)
+    : unk_id_(unk_id) {
+  index_pieces(pieces);
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const MergeRule& m = merges[rank];
+    merges_.insert_or_assign(key(m.left, m.right), Merge{static_cast<int64_t>(rank), m.merged});
+  }
+}
+
+HfBpe::HfBpe(const std::vector<std::string>& pieces, int unk_id) : unk_id_(unk_id) {
+  index_pieces(pieces);
   // generate_merges(vocab): rank by (merged id, len(l) in code points); len(r) follows from len(l).
   for (size_t m = 0; m < pieces.size(); ++m) {
     const std::string& p = pieces[m];
@@ -61,6 +72,8 @@ std::vector<BpeToken> HfBpe::encode(const std::string& text) const {
       if (all_bytes) {
         // Every byte token carries the whole char's span, as in tokenizers.
         for (size_t k = 0; k < n; ++k) push(byte_ids_[static_cast<unsigned char>(text[i + k])], i, i + n);
+      } else if (unk_id_ < 0) {
+        // No unk token (tokenizer.json's model.unk_token null): tokenizers drops the char.
       } else if (!syms.empty() && syms.back().id == unk_id_) {
         syms.back().end = i + n;  // fuse_unk
       } else {

@@ -27,6 +27,13 @@ class HfBpe {
   HfBpe() = default;
   // pieces[i] is the string of id i; unk_id is used for chars with neither a piece nor byte pieces.
   HfBpe(const std::vector<std::string>& pieces, int unk_id);
+  // A merge of tokenizer.json's model.merges: ids of the left, right and merged pieces.
+  struct MergeRule {
+    int left, right, merged;
+  };
+  // With the merges of a tokenizer.json, ranked by their position (a user may have edited them, so they
+  // are not regenerated from the pieces). A repeated pair keeps its last rank, as tokenizers does.
+  HfBpe(const std::vector<std::string>& pieces, int unk_id, const std::vector<MergeRule>& merges);
 
   std::vector<BpeToken> encode(const std::string& normalized) const;
 
@@ -38,6 +45,7 @@ class HfBpe {
   static uint64_t key(int left, int right) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
   }
+  void index_pieces(const std::vector<std::string>& pieces);
   std::unordered_map<std::string, int> piece_to_id_;
   std::unordered_map<uint64_t, Merge> merges_;
   int byte_ids_[256];

@@ -88,8 +88,8 @@ void check_not_sentencepiece_bpe(const std::string& path) {
   if (byte_fallback || pre == "Metaspace") {
     fail(path +
          ": this is a SentencePiece-style BPE (byte_fallback / Metaspace), not byte-level BPE; load its "
-         "folder as a llama tokenizer (tokenizer.model, or tokenizer_config.json tokenizer_class "
-         "LlamaTokenizer)");
+         "folder as a llama tokenizer (tokenizer_config.json tokenizer_class LlamaTokenizer, or kind llama); "
+         "tokenizer.json alone is enough");
   }
 }
 
@@ -150,10 +150,13 @@ TokenizerKind detect_tokenizer_kind(const std::string& model_dir) {
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir, TokenizerKind kind) {
   if (kind == TokenizerKind::kAuto) kind = detect_tokenizer_kind(model_dir);
   if (kind == TokenizerKind::kByteLevelBpe) return load_byte_level_bpe_tokenizer(model_dir);
+  // transformers 5 reads tokenizer.json first when a folder has it (convert_to_native_format); it is
+  // often the only file (save_pretrained writes no .model).
+  if (exists(model_dir + "/tokenizer.json")) return load_sentencepiece_tokenizer_json(model_dir, kind);
   const std::string model_file = model_dir + "/" + model_file_name(kind);
   if (!exists(model_file)) {
     fail(model_dir + ": a " + tokenizer_kind_name(kind) + " tokenizer needs " + model_file_name(kind) +
-         ", which is missing");
+         " or tokenizer.json, which are both missing");
   }
   return load_sentencepiece_tokenizer(model_file, read_sentencepiece_options(model_dir, kind));
 }

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "qlora/core/error.h"
+#include "qlora/core/jsonl.h"
 #include "qlora/tokenizer/tokenizer.h"
 
 namespace qlora {
@@ -97,6 +98,53 @@ TEST(TokenizerFactory, ByteLevelBpeIsReservedNotImplemented) {
   dir.write("tokenizer.json", "{}");
   EXPECT_EQ(detect_tokenizer_kind(dir.path.string()), TokenizerKind::kByteLevelBpe);
   EXPECT_NE(error_of([&] { load_tokenizer(dir.path.string()); }).find("not implemented"), std::string::npos);
+}
+
+// A folder as transformers 5 saves it (tokenizer.json, no SentencePiece model) loads through detection.
+TEST(TokenizerFactory, TokenizerJsonOnlyFoldersLoad) {
+  for (const auto& [dir, kind] :
+       {std::pair{"aidreams260K-json", TokenizerKind::kLlama}, std::pair{"t5-small-json", TokenizerKind::kT5},
+        std::pair{"xlmr-viwiki-json", TokenizerKind::kXlmRoberta}}) {
+    const std::string path = kFixtures + "/" + dir;
+    EXPECT_FALSE(fs::exists(path + "/tokenizer.model") || fs::exists(path + "/spiece.model") ||
+                 fs::exists(path + "/sentencepiece.bpe.model"));
+    EXPECT_EQ(detect_tokenizer_kind(path), kind) << dir;
+    EXPECT_EQ(load_tokenizer(path)->kind(), kind) << dir;
+  }
+}
+
+// aidreams260K-json with one edit to its tokenizer.json; returns load_tokenizer's error.
+std::string error_of_edited_llama_json(const std::string& name, const std::function<void(Json&)>& edit) {
+  TempDir dir(name);
+  const std::string src = kFixtures + "/aidreams260K-json";
+  dir.copy(src + "/tokenizer_config.json", "tokenizer_config.json");
+  Json j = read_json_file(src + "/tokenizer.json");
+  edit(j);
+  dir.write("tokenizer.json", j.dump());
+  const std::string msg = error_of([&] { load_tokenizer(dir.path.string()); });
+  EXPECT_NE(msg.find((dir.path / "tokenizer.json").string()), std::string::npos) << msg;
+  return msg;
+}
+
+TEST(TokenizerFactory, TokenizerJsonUnsupportedNormalizerNamesFileAndPath) {
+  const std::string msg = error_of_edited_llama_json("json_norm", [](Json& j) {
+    j["normalizer"] = {{"type", "Lowercase"}};
+  });
+  EXPECT_NE(msg.find("normalizer"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("Lowercase"), std::string::npos) << msg;
+}
+
+TEST(TokenizerFactory, TokenizerJsonUnsupportedPreTokenizerAndModelNameFileAndPath) {
+  std::string msg = error_of_edited_llama_json("json_pre", [](Json& j) {
+    j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}};
+  });
+  EXPECT_NE(msg.find("pre_tokenizer"), std::string::npos) << msg;
+  msg = error_of_edited_llama_json("json_model", [](Json& j) { j["model"]["type"] = "WordPiece"; });
+  EXPECT_NE(msg.find("model.type"), std::string::npos) << msg;
+  msg = error_of_edited_llama_json("json_merge", [](Json& j) { j["model"]["merges"][3] = {"zq", "qz"}; });
+  EXPECT_NE(msg.find("model.merges[3]"), std::string::npos) << msg;
+  msg = error_of_edited_llama_json("json_added", [](Json& j) { j["added_tokens"][1]["id"] = 7; });
+  EXPECT_NE(msg.find("added_tokens[1]"), std::string::npos) << msg;
 }
 
 TEST(TokenizerFactory, MissingModelFileNamesThePath) {

@@ -180,12 +180,15 @@ TEST_P(TokenizerFixture, TokenStringsRoundTrip) {
 
 // libsentencepiece (Debian 0.1.97) against the Python sentencepiece (0.2.2) that wrote the fixtures,
 // on the unmodified model: plain spm ids must agree.
+// (tokenizer.json-only folders: the SentencePiece folder they were saved from.)
 TEST_P(TokenizerFixture, CppSentencePieceMatchesPython) {
   const std::string file = doc_["kind"] == "llama" ? "tokenizer.model"
                            : doc_["kind"] == "t5"  ? "spiece.model"
                                                    : "sentencepiece.bpe.model";
+  const std::string dir =
+      doc_.contains("sp_model_dir") ? kFixtures + "/" + doc_["sp_model_dir"].get<std::string>() : model_dir_;
   sentencepiece::SentencePieceProcessor sp;
-  ASSERT_TRUE(sp.Load(model_dir_ + "/" + file).ok());
+  ASSERT_TRUE(sp.Load(dir + "/" + file).ok());
   for (const Json& k : doc_["cases"]) {
     std::vector<int> ids;
     ASSERT_TRUE(sp.Encode(k["text"].get<std::string>(), &ids).ok());
@@ -193,15 +196,48 @@ TEST_P(TokenizerFixture, CppSentencePieceMatchesPython) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerFixture,
-                         ::testing::Values(FixtureCase{"llama_aidreams.json", false},
-                                           FixtureCase{"t5_small.json", false},
-                                           FixtureCase{"xlmr_viwiki.json", false},
-                                           FixtureCase{"llama2.json", true}),
-                         [](const auto& info) {
-                           std::string n = info.param.fixture.substr(0, info.param.fixture.find('.'));
-                           return n;
-                         });
+// A tokenizer.json-only folder (transformers 5 save_pretrained) against the SentencePiece folder it was saved
+// from: our two loaders agree exactly where HF's do (same_as_sp_folder), text by text.
+TEST_P(TokenizerFixture, JsonOnlyFolderAgreesWithSentencePieceFolderWhereHfDoes) {
+  if (!doc_.contains("sp_model_dir")) GTEST_SKIP() << "not a tokenizer.json-only fixture";
+  EXPECT_FALSE(exists(model_dir_ + "/tokenizer.model") || exists(model_dir_ + "/spiece.model") ||
+               exists(model_dir_ + "/sentencepiece.bpe.model"))
+      << model_dir_ << " must have no SentencePiece model";
+  const auto sp = load_tokenizer(kFixtures + "/" + doc_["sp_model_dir"].get<std::string>());
+  int same = 0, compared = 0;
+  auto agree = [](const Encoding& x, const Encoding& y) {
+    return x.ids == y.ids && x.offsets == y.offsets && x.token_type_ids == y.token_type_ids;
+  };
+  for (const Json& k : doc_["cases"]) {
+    const std::string text = k["text"].get<std::string>();
+    const bool ours = agree(tok_->encode(text, true), sp->encode(text, true)) &&
+                      agree(tok_->encode(text, false), sp->encode(text, false));
+    EXPECT_EQ(ours, k["same_as_sp_folder"].get<bool>()) << "text " << show(text);
+    same += ours;
+    ++compared;
+  }
+  for (const Json& k : doc_["pairs"]) {
+    const std::string a = k["a"].get<std::string>(), b = k["b"].get<std::string>();
+    const bool ours = agree(tok_->encode_pair(a, b, true), sp->encode_pair(a, b, true));
+    EXPECT_EQ(ours, k["same_as_sp_folder"].get<bool>()) << "pair " << show(a) << " / " << show(b);
+    same += ours;
+    ++compared;
+  }
+  EXPECT_GE(compared, 24);
+  EXPECT_GT(same, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, TokenizerFixture,
+    ::testing::Values(FixtureCase{"llama_aidreams.json", false}, FixtureCase{"t5_small.json", false},
+                      FixtureCase{"xlmr_viwiki.json", false}, FixtureCase{"llama2.json", true},
+                      FixtureCase{"llama_aidreams_json.json", false},
+                      FixtureCase{"llama_aidreams_json_edited.json", false},
+                      FixtureCase{"t5_small_json.json", false}, FixtureCase{"xlmr_viwiki_json.json", false}),
+    [](const auto& info) {
+      std::string n = info.param.fixture.substr(0, info.param.fixture.find('.'));
+      return n;
+    });
 
 }  // namespace
 }  // namespace qlora

@@ -29,6 +29,13 @@ struct SentencePieceOptions {
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& model_file,
                                                         const SentencePieceOptions& options);
 
+// Loads the flavour `kind` from `model_dir`/tokenizer.json alone (transformers 5 saves no .model file): the
+// vocabulary, BPE merges, Precompiled charsmap, added tokens and (LLaMA) post-processor come from the file,
+// the rest of the pipeline from the flavour, as transformers 5 does. Throws Error naming the file and the
+// JSON path for anything outside the forms transformers writes for that flavour.
+std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer_json(const std::string& model_dir,
+                                                             TokenizerKind kind);
+
 // Reads the SentencePieceOptions for `kind` from `model_dir`/tokenizer_config.json (absent: defaults).
 SentencePieceOptions read_sentencepiece_options(const std::string& model_dir, TokenizerKind kind);
 

@@ -72,8 +72,9 @@ class Tokenizer {
 
 // Loads the tokenizer in `model_dir`. With kAuto the flavour comes from, in order:
 // tokenizer_config.json "tokenizer_class", config.json "model_type", then the model file present
-// (sentencepiece.bpe.model -> XLM-R, spiece.model -> T5, tokenizer.model -> LLaMA).
-// Errors name the folder and the files looked for.
+// (sentencepiece.bpe.model -> XLM-R, spiece.model -> T5, tokenizer.model -> LLaMA). A SentencePiece
+// flavour reads tokenizer.json when the folder has one (transformers 5 does; save_pretrained writes no
+// .model file), else the .model file. Errors name the folder and the files looked for.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir,
                                           TokenizerKind kind = TokenizerKind::kAuto);
 
