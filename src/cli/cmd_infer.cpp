@@ -270,7 +270,7 @@ std::vector<PromptRecord> generate_inputs(const InferOptions& opts) {
     return out;
   }
   if (opts.input.empty()) {
-    out.push_back({Json{{"prompt", opts.prompt}}, render_prompt(opts, opts.prompt, opts.input_text, {})});
+    out.push_back({Json{{"prompt", opts.prompt}}, render_prompt(opts, opts.prompt, opts.input_text, {}), {}});
     return out;
   }
   for_each_jsonl(opts.input, [&](const Json& r, int64_t line) {
@@ -281,7 +281,7 @@ std::vector<PromptRecord> generate_inputs(const InferOptions& opts) {
     }
     const std::string input =
         r.contains("input") && r["input"].is_string() ? r["input"].get<std::string>() : "";
-    out.push_back({r, render_prompt(opts, r[key].get<std::string>(), input, {})});
+    out.push_back({r, render_prompt(opts, r[key].get<std::string>(), input, {}), {}});
   });
   return out;
 }
