@@ -58,6 +58,9 @@ def t5_runs():
         "greedy_scores": run(model, dict(base, do_sample=False), transition=True, **inputs),
         "min_new_tokens": dict(base, min_new_tokens=10),
         "min_length": dict(base, min_length=9),
+        # Boundaries: row 0 emits eos as new token 5 (input length 5), which these must still allow.
+        "min_new_tokens_4": dict(base, min_new_tokens=4),
+        "min_length_5": dict(base, min_length=5),
         "bad_words": dict(base, bad_words_ids=[[row0[1]], [row0[2], row0[3]], [T5_EOS]]),
         "suppress": dict(base, suppress_tokens=[row0[2], greedy[1][2]]),
         "begin_suppress": dict(base, begin_suppress_tokens=[row0[1], greedy[1][1], greedy[2][1]]),
@@ -113,6 +116,9 @@ def llama_runs():
         "no_repeat_ngram_2": dict(base, eos_token_id=None, no_repeat_ngram_size=2),
         "min_new_tokens": dict(base, min_new_tokens=8),
         "min_length": dict(base, min_length=11),
+        # Boundaries: row 0 emits eos as new token 4 (padded prompt 5 + 3 before it), still allowed here.
+        "min_new_tokens_3": dict(base, min_new_tokens=3),
+        "min_length_8": dict(base, min_length=8),
         "bad_words": dict(base, eos_token_id=None,
                           bad_words_ids=[[greedy[0][0]], [greedy[1][1], greedy[1][2]]]),
         "suppress": dict(base, eos_token_id=None, suppress_tokens=[greedy[0][1], greedy[1][0]]),

@@ -88,8 +88,9 @@ TEST_P(T5Processors, MatchTransformersGenerate) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixture, T5Processors,
-                         ::testing::Values("greedy_scores", "min_new_tokens", "min_length", "bad_words",
-                                           "suppress", "begin_suppress", "repetition_penalty",
+                         ::testing::Values("greedy_scores", "min_new_tokens", "min_length",
+                                           "min_new_tokens_4", "min_length_5", "bad_words", "suppress",
+                                           "begin_suppress", "repetition_penalty",
                                            "encoder_repetition_penalty", "ngram3_penalty", "beam4_processors",
                                            "sample_seed5", "sample_seed123"));
 
@@ -113,9 +114,9 @@ TEST_P(DecoderProcessors, MatchTransformersGenerate) {
 
 INSTANTIATE_TEST_SUITE_P(Fixture, DecoderProcessors,
                          ::testing::Values("eos_only", "greedy_scores", "no_repeat_ngram_2", "min_new_tokens",
-                                           "min_length", "bad_words", "suppress", "begin_suppress",
-                                           "encoder_repetition_penalty", "ngram_penalty", "sample_seed5",
-                                           "sample_seed123"));
+                                           "min_length", "min_new_tokens_3", "min_length_8", "bad_words",
+                                           "suppress", "begin_suppress", "encoder_repetition_penalty",
+                                           "ngram_penalty", "sample_seed5", "sample_seed123"));
 
 // generation_config.json alone governs T5 decoding: num_beams 4, length_penalty, no_repeat_ngram_size,
 // early_stopping, max_length 12 (transformers' model.generate(ids, mask) with no arguments).
