@@ -41,7 +41,7 @@ expect_status 0 "llama ngram" "$bin" --json --threads 1 infer --model "$llama" -
   ok || bad "llama --no-repeat-ngram-size 2 ids: $(last_json)"
 [ "$(json_get 'j["prompt_ids"]')" = "[$(echo "$prompt" | sed 's/,/, /g')]" ] && ok || bad "llama prompt_ids: $(last_json)"
 [ "$(json_get 'j["threads"]')" = "1" ] && ok || bad "--threads 1 not applied: $(last_json)"
-[ "$(json_get 'all(s[0]["id"] == i for s, i in zip(j["top_logprobs"], j["ids"]))')" = "True" ] && ok ||
+[ "$(json_get 'all(s[0]["id"] == i and s[1]["logprob"] <= s[0]["logprob"] <= 0 for s, i in zip(j["top_logprobs"], j["ids"]))')" = "True" ] && ok ||
   bad "llama --output-scores: $(last_json)"
 expect_status 0 "default threads" "$bin" --json infer --model "$llama" --input-ids "$prompt" --max-new-tokens 1
 [ "$(json_get 'j["threads"] >= 1')" = "True" ] && ok || bad "default threads: $(last_json)"
@@ -55,6 +55,10 @@ cp "$llama/config.json" "$llama/model.safetensors" "$work/llama_forced/"
 printf '{"eos_token_id": 2, "forced_eos_token_id": 2}\n' >"$work/llama_forced/generation_config.json"
 expect_status 1 "forced_eos refused" "$bin" infer --model "$work/llama_forced" --input-ids 1,2
 contains "forced_eos refusal names the key" "$err" "generation_config.json: key 'forced_eos_token_id'"
+# A key that changes no token but is not applied either is a warning naming it.
+printf '{"eos_token_id": 2, "num_return_sequences": 2}\n' >"$work/llama_forced/generation_config.json"
+expect_status 0 "unapplied key warns" "$bin" infer --model "$work/llama_forced" --input-ids 1,2 --max-new-tokens 2
+contains "unapplied key warning names it" "$err" "key 'num_return_sequences' = 2 is not applied by qlora"
 
 # qa --n-best K: the K best spans with their logits; the first is the answer.
 xlmr="$root/data/models/xlmr-tiny"
