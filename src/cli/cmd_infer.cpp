@@ -1,4 +1,6 @@
 // qlora infer: answer questions (extractive QA) or generate text with a model and adapter.
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -11,6 +13,7 @@
 #include "qlora/core/log.h"
 #include "qlora/data/prompt_template.h"
 #include "qlora/infer/generate.h"
+#include "qlora/infer/seq2seq_generate.h"
 #include "qlora/io/hf_config.h"
 #include "qlora/tasks/qa_task.h"
 #include "qlora/tasks/seq2seq_task.h"
@@ -54,8 +57,14 @@ struct InferOptions {
   bool chat = false;            // interactive multi-turn session on stdin
   bool merge = false;           // fold the adapter into the weights before generating
   int64_t num_beams = 1;        // seq2seq (T5) beam search
-  bool load_in_4bit = false;    // NF4 + double quant base (bitsandbytes format), compute in --dtype
-  bool load_in_8bit = false;    // int8 base (LLM.int8 with threshold 6)
+  double length_penalty = 1.0;  // T5 beam search
+  int64_t no_repeat_ngram_size = 0;
+  int64_t min_new_tokens = 0;
+  std::string input_ids;      // "1,2,3": the prompt as token ids (no tokenizer needed)
+  int64_t output_scores = 0;  // > 0: the top-K log-probs of each generated token
+  int64_t n_best = 0;         // qa: > 0 prints the K best spans with their logits
+  bool load_in_4bit = false;  // NF4 + double quant base (bitsandbytes format), compute in --dtype
+  bool load_in_8bit = false;  // int8 base (LLM.int8 with threshold 6)
 };
 
 models::QuantizeOptions quantize_options(const InferOptions& opts) {
@@ -126,6 +135,7 @@ std::vector<qa::QaExample> qa_inputs(const InferOptions& opts) {
 }
 
 Json run_qa(const InferOptions& opts) {
+  if (opts.n_best < 0) fail("--n-best must be >= 0, got " + std::to_string(opts.n_best));
   const auto model = tasks::load_qa_model(opts.model, "", opts.adapter, opts.dtype);
   const auto examples = qa_inputs(opts);
   tasks::QaPredictOptions po;
@@ -141,6 +151,12 @@ Json run_qa(const InferOptions& opts) {
     if (!p.nbest.empty()) {
       line["score"] = p.nbest.front().score;
       line["probability"] = p.nbest.front().probability;
+    }
+    if (opts.n_best > 0) {
+      Json nbest = qa::nbest_to_json(p)["nbest"];
+      if (static_cast<int64_t>(nbest.size()) > opts.n_best)
+        nbest.erase(nbest.begin() + opts.n_best, nbest.end());
+      line["nbest"] = nbest;
     }
     lines.push_back(line);
     answers.push_back(line);
@@ -159,9 +175,43 @@ bool was_given(const InferOptions& opts, const std::string& name) {
   return it != opts.given.end() && it->second->count() > 0;
 }
 
+// "1,2,3" -> {1, 2, 3}.
+std::vector<int64_t> parse_ids(const std::string& text) {
+  std::vector<int64_t> ids;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    size_t used = 0;
+    try {
+      ids.push_back(std::stoll(item, &used));
+    } catch (const std::exception&) {
+      used = std::string::npos;
+    }
+    if (used != item.size() || ids.back() < 0)
+      fail("--input-ids: expected comma-separated token ids, got '" + item + "' in '" + text + "'");
+    start = comma + 1;
+  }
+  return ids;
+}
+
+// Decoders decode greedily or by sampling: beam search settings are refused, naming where they came from.
+void refuse_beam_search(const InferOptions& opts, const GenerationConfig& g) {
+  if (was_given(opts, "--num-beams") && opts.num_beams != 1)
+    fail("--num-beams " + std::to_string(opts.num_beams) +
+         ": beam search is for T5 models (decoders: greedy or sampling)");
+  if (was_given(opts, "--length-penalty")) fail("--length-penalty: beam search only, which is for T5 models");
+  if (!was_given(opts, "--num-beams") && g.num_beams > 1) {
+    fail(opts.model + "/generation_config.json: key 'num_beams' = " + std::to_string(g.num_beams) +
+         ": beam search is for T5 models in qlora; pass --num-beams 1 to decode greedily");
+  }
+}
+
 // generation_config.json, then the command-line options that were given.
 infer::GenerateOptions decoding_options(const InferOptions& opts, int64_t prompt_length) {
-  infer::GenerateOptions o = infer::generate_options_from(GenerationConfig::load(opts.model), prompt_length);
+  const GenerationConfig g = GenerationConfig::load(opts.model);
+  refuse_beam_search(opts, g);
+  infer::GenerateOptions o = infer::generate_options_from(g, prompt_length);
   if (was_given(opts, "--max-new-tokens")) o.max_new_tokens = opts.max_new_tokens;
   if (was_given(opts, "--temperature")) {
     if (opts.temperature < 0)
@@ -172,9 +222,28 @@ infer::GenerateOptions decoding_options(const InferOptions& opts, int64_t prompt
   if (was_given(opts, "--top-k")) o.top_k = opts.top_k;
   if (was_given(opts, "--top-p")) o.top_p = opts.top_p;
   if (was_given(opts, "--repetition-penalty")) o.repetition_penalty = opts.repetition_penalty;
+  if (was_given(opts, "--no-repeat-ngram-size")) o.no_repeat_ngram_size = opts.no_repeat_ngram_size;
+  if (was_given(opts, "--min-new-tokens")) o.min_new_tokens = opts.min_new_tokens;
   o.seed = opts.seed;
   o.stop_strings = opts.stop;
+  o.output_scores = opts.output_scores > 0;
   return o;
+}
+
+// The top-K log-probs of each of the first `n` generated tokens of `row`: log_softmax of the scores after
+// every logits processor and warper (transformers' output_scores); the chosen id's entry equals
+// compute_transition_scores(..., normalize_logits=True).
+Json top_logprobs(const std::vector<at::Tensor>& scores, int64_t row, size_t n, int64_t k) {
+  Json out = Json::array();
+  for (size_t t = 0; t < n && t < scores.size(); ++t) {
+    const at::Tensor logprobs = at::log_softmax(scores[t][row], -1);
+    const auto [values, ids] = at::topk(logprobs, std::min<int64_t>(k, logprobs.size(0)));
+    Json step = Json::array();
+    for (int64_t i = 0; i < values.size(0); ++i)
+      step.push_back({{"id", ids[i].item<int64_t>()}, {"logprob", values[i].item<double>()}});
+    out.push_back(step);
+  }
+  return out;
 }
 
 std::string utc_now() {
@@ -189,12 +258,19 @@ std::string utc_now() {
 struct PromptRecord {
   Json record;  // the input line (fields copied to the output), or {"prompt": ...}
   std::string prompt;
+  std::vector<int64_t> ids;  // --input-ids: the token ids, used as they are
 };
 
 std::vector<PromptRecord> generate_inputs(const InferOptions& opts) {
   std::vector<PromptRecord> out;
+  if (was_given(opts, "--input-ids")) {
+    if (!opts.input.empty() || was_given(opts, "--prompt")) fail("--input-ids replaces --prompt and --input");
+    const std::vector<int64_t> ids = parse_ids(opts.input_ids);
+    out.push_back({Json{{"input_ids", ids}}, "", ids});
+    return out;
+  }
   if (opts.input.empty()) {
-    out.push_back({Json{{"prompt", opts.prompt}}, render_prompt(opts, opts.prompt, opts.input_text, {})});
+    out.push_back({Json{{"prompt", opts.prompt}}, render_prompt(opts, opts.prompt, opts.input_text, {}), {}});
     return out;
   }
   for_each_jsonl(opts.input, [&](const Json& r, int64_t line) {
@@ -205,7 +281,7 @@ std::vector<PromptRecord> generate_inputs(const InferOptions& opts) {
     }
     const std::string input =
         r.contains("input") && r["input"].is_string() ? r["input"].get<std::string>() : "";
-    out.push_back({r, render_prompt(opts, r[key].get<std::string>(), input, {})});
+    out.push_back({r, render_prompt(opts, r[key].get<std::string>(), input, {}), {}});
   });
   return out;
 }
@@ -240,16 +316,26 @@ class TextStreamer {
   size_t holdback_ = 0;
 };
 
-Json run_generate(const InferOptions& opts) {
-  if (opts.input.empty() && !was_given(opts, "--prompt"))
-    fail("generate needs --prompt TEXT or --input prompts.jsonl");
+// Checks shared by decoder and T5 generation.
+void check_generate_options(const InferOptions& opts) {
+  const bool from_ids = was_given(opts, "--input-ids");
+  if (opts.input.empty() && !was_given(opts, "--prompt") && !from_ids)
+    fail("generate needs --prompt TEXT, --input prompts.jsonl or --input-ids 1,2,3");
   if (opts.input.empty() && !opts.output.empty()) fail("--output needs --input (a JSONL of prompts)");
   if (opts.batch_size < 1) fail("--batch-size must be >= 1");
+  if (opts.output_scores < 0) fail("--output-scores must be >= 0, got " + std::to_string(opts.output_scores));
+  if (was_given(opts, "--n-best")) fail("--n-best is for --task qa");
+}
+
+Json run_generate(const InferOptions& opts) {
+  check_generate_options(opts);
+  const bool from_ids = was_given(opts, "--input-ids");
   auto lm = tasks::load_causal_lm_bundle(opts.model, "", opts.adapter, opts.dtype, opts.merge,
-                                         quantize_options(opts));
-  const Tokenizer& tok = *lm.tokenizer;
+                                         quantize_options(opts), /*tokenizer_optional=*/from_ids);
+  const Tokenizer* tok = lm.tokenizer.get();
+  if (!tok && !opts.stop.empty()) fail("--stop needs a tokenizer in " + opts.model);
   const std::vector<PromptRecord> prompts = generate_inputs(opts);
-  const bool stream = !opts.json && opts.input.empty();
+  const bool stream = !opts.json && opts.input.empty() && tok;
   std::ofstream log_file;
   if (!opts.log.empty()) {
     log_file.open(opts.log, std::ios::app);
@@ -266,7 +352,8 @@ Json run_generate(const InferOptions& opts) {
     size_t longest = 0;
     for (size_t i = first; i < end; ++i) {
       // Chat templates write <s> themselves (apply_chat_template tokenizes without special tokens).
-      ids.push_back(tok.encode(prompts[i].prompt, !opts.no_bos && !chat_template(opts)).ids);
+      ids.push_back(from_ids ? prompts[i].ids
+                             : tok->encode(prompts[i].prompt, !opts.no_bos && !chat_template(opts)).ids);
       if (ids.back().empty()) fail("prompt " + std::to_string(i) + " encodes to no tokens (drop --no-bos?)");
       longest = std::max(longest, ids.back().size());
     }
@@ -282,10 +369,10 @@ Json run_generate(const InferOptions& opts) {
       o.max_new_tokens = room;
     }
     infer::GenerateCallbacks cb;
-    cb.decode = [&](const std::vector<int64_t>& v) { return tok.decode(v, true); };
+    if (tok) cb.decode = [&](const std::vector<int64_t>& v) { return tok->decode(v, true); };
     std::unique_ptr<TextStreamer> streamer;
     if (stream) {
-      streamer = std::make_unique<TextStreamer>(tok, o.stop_strings);
+      streamer = std::make_unique<TextStreamer>(*tok, o.stop_strings);
       cb.on_token = [&](int64_t, int64_t token) { streamer->add(token); };
     }
     const auto t0 = std::chrono::steady_clock::now();
@@ -299,11 +386,16 @@ Json run_generate(const InferOptions& opts) {
       line["response"] = row.text;
       line["finish_reason"] = row.finish_reason;
       line["generated_tokens"] = row.ids.size();
-      lines.push_back(line);
+      line["ids"] = row.ids;
       last = {{"text", row.text},
               {"ids", row.ids},
               {"prompt_ids", ids[i - first]},
               {"finish_reason", row.finish_reason}};
+      if (opts.output_scores > 0) {
+        line["top_logprobs"] = last["top_logprobs"] =
+            top_logprobs(r.scores, static_cast<int64_t>(i - first), row.ids.size(), opts.output_scores);
+      }
+      lines.push_back(line);
       if (log_file) {
         log_file << "[" << utc_now() << "] prompt: " << prompts[i].prompt << "\n"
                  << "[" << utc_now() << "] response (" << row.ids.size() << " tokens, " << row.finish_reason
@@ -370,31 +462,103 @@ Json run_chat(const InferOptions& opts) {
   return {{"task", "chat"}, {"turns", turns}};
 }
 
-// T5 / mT5 / ViT5: the prompt is the encoder input; greedy or beam search.
-Json run_seq2seq(const InferOptions& opts) {
-  const auto t5 = tasks::load_t5_bundle(opts.model, "", opts.adapter, opts.dtype);
-  const std::vector<PromptRecord> prompts = generate_inputs(opts);
-  std::vector<tasks::Seq2SeqSample> samples;
-  for (const auto& p : prompts)
-    samples.push_back({t5.tokenizer->encode(p.prompt, true).ids, {}, p.prompt, ""});
-  config::GenerationSection g;
-  g.max_new_tokens = opts.max_new_tokens;
-  g.num_beams = opts.num_beams;
-  const auto texts = tasks::generate_texts(t5, samples, g, opts.batch_size);
-  std::vector<Json> lines;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    Json line = prompts[i].record;
-    line["response"] = texts[i];
-    lines.push_back(line);
-    if (!opts.json && opts.input.empty()) std::cout << texts[i] << std::endl;
+// generation_config.json (as transformers reads it), then the command-line options that were given.
+GenerationConfig seq2seq_config(const InferOptions& opts, const tasks::T5Bundle& t5) {
+  GenerationConfig g = GenerationConfig::load(opts.model);
+  if (g.eos_token_ids.empty() && t5.tokenizer) g.eos_token_ids = {t5.tokenizer->special_ids().eos};
+  if (!g.pad_token_id) g.pad_token_id = t5.model->config.pad_token_id;
+  if (was_given(opts, "--max-new-tokens")) g.max_new_tokens = opts.max_new_tokens;
+  if (was_given(opts, "--num-beams")) g.num_beams = opts.num_beams;
+  if (was_given(opts, "--length-penalty")) g.length_penalty = opts.length_penalty;
+  if (was_given(opts, "--no-repeat-ngram-size")) g.no_repeat_ngram_size = opts.no_repeat_ngram_size;
+  if (was_given(opts, "--min-new-tokens")) g.min_new_tokens = opts.min_new_tokens;
+  if (was_given(opts, "--repetition-penalty")) g.repetition_penalty = opts.repetition_penalty;
+  if (was_given(opts, "--temperature")) {
+    if (opts.temperature < 0)
+      fail("--temperature must be >= 0 (0 = greedy), got " + std::to_string(opts.temperature));
+    g.do_sample = opts.temperature > 0;
+    if (g.do_sample) g.temperature = opts.temperature;
   }
-  Json out = {{"task", "generate"}, {"prompts", prompts.size()}};
+  if (was_given(opts, "--top-k")) g.top_k = opts.top_k;
+  if (was_given(opts, "--top-p")) g.top_p = opts.top_p;
+  if (opts.output_scores > 0 && g.num_beams > 1) {
+    fail("--output-scores: greedy search and sampling only, but num_beams is " + std::to_string(g.num_beams) +
+         " (pass --num-beams 1)");
+  }
+  return g;
+}
+
+// Generated ids of one output row [1 + N]: without the decoder start token, up to and including the
+// first eos (what follows is padding).
+std::vector<int64_t> generated_ids(const at::Tensor& row, const std::vector<int64_t>& eos) {
+  const at::Tensor c = row.contiguous();
+  std::vector<int64_t> ids;
+  for (int64_t t = 1; t < c.size(0); ++t) {
+    ids.push_back(c[t].item<int64_t>());
+    if (std::find(eos.begin(), eos.end(), ids.back()) != eos.end()) break;
+  }
+  return ids;
+}
+
+// T5 / mT5 / ViT5: the prompt is the encoder input; greedy search, sampling or beam search.
+Json run_seq2seq(const InferOptions& opts) {
+  check_generate_options(opts);
+  // Options of decoder generation that T5 generation has no use for are refused, not ignored.
+  for (const char* name :
+       {"--stop", "--chat", "--merge", "--load-in-4bit", "--load-in-8bit", "--log", "--no-bos", "--system"}) {
+    if (was_given(opts, name))
+      fail(std::string(name) + " is for decoder models; " + opts.model + " is a T5 model");
+  }
+  const bool from_ids = was_given(opts, "--input-ids");
+  const auto t5 =
+      tasks::load_t5_bundle(opts.model, "", opts.adapter, opts.dtype, /*tokenizer_optional=*/from_ids);
+  const GenerationConfig g = seq2seq_config(opts, t5);
+  infer::Seq2SeqOptions so;
+  so.seed = opts.seed;
+  so.output_scores = opts.output_scores > 0;
+  const std::vector<PromptRecord> prompts = generate_inputs(opts);
+  const int64_t pad = *g.pad_token_id;
+  std::vector<Json> lines;
+  Json last;
+  for (size_t first = 0; first < prompts.size(); first += static_cast<size_t>(opts.batch_size)) {
+    const size_t end = std::min(prompts.size(), first + static_cast<size_t>(opts.batch_size));
+    std::vector<std::vector<int64_t>> rows;
+    size_t longest = 0;
+    for (size_t i = first; i < end; ++i) {
+      rows.push_back(from_ids ? prompts[i].ids : t5.tokenizer->encode(prompts[i].prompt, true).ids);
+      if (rows.back().empty()) fail("prompt " + std::to_string(i) + " encodes to no tokens");
+      longest = std::max(longest, rows.back().size());
+    }
+    const int64_t B = static_cast<int64_t>(rows.size()), S = static_cast<int64_t>(longest);
+    at::Tensor ids = at::full({B, S}, pad, at::kLong), mask = at::zeros({B, S}, at::kLong);  // right padded
+    for (int64_t b = 0; b < B; ++b) {
+      const auto& r = rows[static_cast<size_t>(b)];
+      ids[b].narrow(0, 0, static_cast<int64_t>(r.size())).copy_(at::tensor(r, at::kLong));
+      mask[b].narrow(0, 0, static_cast<int64_t>(r.size())).fill_(1);
+    }
+    const infer::Seq2SeqGeneration out = infer::seq2seq_generate(*t5.model, ids, mask, g, so);
+    for (int64_t b = 0; b < B; ++b) {
+      const std::vector<int64_t> generated = generated_ids(out.sequences[b], g.eos_token_ids);
+      const std::string text =
+          t5.tokenizer ? t5.tokenizer->decode(generated, /*skip_special_tokens=*/true) : "";
+      Json line = prompts[first + static_cast<size_t>(b)].record;
+      line["response"] = text;
+      line["ids"] = generated;
+      if (opts.output_scores > 0)
+        line["top_logprobs"] = top_logprobs(out.scores, b, generated.size(), opts.output_scores);
+      if (!opts.json && opts.input.empty()) std::cout << text << std::endl;
+      last = {{"text", text}, {"ids", generated}, {"prompt_ids", rows[static_cast<size_t>(b)]}};
+      if (line.contains("top_logprobs")) last["top_logprobs"] = line["top_logprobs"];
+      lines.push_back(line);
+    }
+  }
+  Json out = {{"task", "generate"}, {"prompts", prompts.size()}, {"num_beams", g.num_beams}};
   if (!opts.output.empty()) {
     write_jsonl_atomic(opts.output, lines);
     out["output"] = opts.output;
   }
   if (opts.input.empty())
-    out["text"] = texts[0];
+    out.update(last);
   else if (lines.size() <= 100)
     out["results"] = lines;
   return out;
@@ -425,7 +589,8 @@ void add_infer_command(CLI::App& app, Registry& registry, const GlobalOptions& g
   sub->add_option("--context", opts->context, "context passage (qa)");
   sub->add_option("--input", opts->input, "JSONL of prompts or question/context records");
   sub->add_option("--output", opts->output, "JSONL predictions file");
-  sub->add_option("--log", opts->log, "generate: append each prompt and response, timestamped");
+  opts->given["--log"] =
+      sub->add_option("--log", opts->log, "generate: append each prompt and response, timestamped");
   sub->add_option("--batch-size", opts->batch_size, "generate: prompts per left-padded batch")
       ->capture_default_str();
   // Unset decoding options keep the model's generation_config.json.
@@ -439,10 +604,24 @@ void add_infer_command(CLI::App& app, Registry& registry, const GlobalOptions& g
   opts->given["--top-p"] = sub->add_option("--top-p", opts->top_p, "sampling: nucleus mass (1: off)");
   opts->given["--repetition-penalty"] =
       sub->add_option("--repetition-penalty", opts->repetition_penalty, "HF repetition penalty (1: off)");
-  sub->add_option("--seed", opts->seed, "sampling seed")->capture_default_str();
-  sub->add_option("--stop", opts->stop, "stop when the generated text contains this (repeatable)")
-      ->allow_extra_args(false);
-  sub->add_flag("--no-bos", opts->no_bos, "encode the prompt without special tokens (no BOS)");
+  opts->given["--no-repeat-ngram-size"] = sub->add_option(
+      "--no-repeat-ngram-size", opts->no_repeat_ngram_size, "ban repeating n-grams of this size (0: off)");
+  opts->given["--min-new-tokens"] = sub->add_option("--min-new-tokens", opts->min_new_tokens,
+                                                    "no eos before this many new tokens (0: off)");
+  sub->add_option("--seed", opts->seed, "sampling seed (as torch.manual_seed)")->capture_default_str();
+  opts->given["--stop"] =
+      sub->add_option("--stop", opts->stop, "stop when the generated text contains this (repeatable)")
+          ->allow_extra_args(false);
+  opts->given["--no-bos"] =
+      sub->add_flag("--no-bos", opts->no_bos, "encode the prompt without special tokens (no BOS)");
+  opts->given["--input-ids"] =
+      sub->add_option("--input-ids", opts->input_ids,
+                      "the prompt as token ids, e.g. 1,2,3 (no tokenizer needed; no BOS added)");
+  sub->add_option("--output-scores", opts->output_scores,
+                  "print the top-K log-probs of each generated token (log_softmax of the processed scores, "
+                  "as transformers' output_scores; greedy and sampling)");
+  opts->given["--n-best"] =
+      sub->add_option("--n-best", opts->n_best, "qa: print the K best spans with their start/end logits");
   sub->add_option("--max-seq-length", opts->max_seq_length, "qa: tokens per window")->capture_default_str();
   sub->add_option("--doc-stride", opts->doc_stride, "qa: token overlap between windows")
       ->capture_default_str();
@@ -457,14 +636,21 @@ void add_infer_command(CLI::App& app, Registry& registry, const GlobalOptions& g
       "--template", opts->prompt_template,
       "render --prompt with a template: alpaca, phogpt, chatml, llama-2, or a {instruction} string");
   sub->add_option("--input-text", opts->input_text, "the template's {input} (alpaca's ### Input)");
-  sub->add_option("--system", opts->system, "chat templates: system message");
-  sub->add_flag("--chat", opts->chat, "interactive multi-turn chat on the terminal (chatml / llama-2)");
-  sub->add_flag("--merge", opts->merge, "merge the adapter into the weights before generating (faster)");
-  sub->add_flag("--load-in-4bit", opts->load_in_4bit,
-                "quantize the base to NF4 + double quant (bitsandbytes)");
-  sub->add_flag("--load-in-8bit", opts->load_in_8bit, "quantize the base to int8 (LLM.int8, threshold 6)")
-      ->excludes("--load-in-4bit");
-  sub->add_option("--num-beams", opts->num_beams, "T5: beam search width (1: greedy)")->capture_default_str();
+  opts->given["--system"] = sub->add_option("--system", opts->system, "chat templates: system message");
+  opts->given["--chat"] =
+      sub->add_flag("--chat", opts->chat, "interactive multi-turn chat on the terminal (chatml / llama-2)");
+  opts->given["--merge"] =
+      sub->add_flag("--merge", opts->merge, "merge the adapter into the weights before generating (faster)");
+  opts->given["--load-in-4bit"] = sub->add_flag("--load-in-4bit", opts->load_in_4bit,
+                                                "quantize the base to NF4 + double quant (bitsandbytes)");
+  opts->given["--load-in-8bit"] =
+      sub->add_flag("--load-in-8bit", opts->load_in_8bit, "quantize the base to int8 (LLM.int8, threshold 6)")
+          ->excludes("--load-in-4bit");
+  opts->given["--num-beams"] = sub->add_option(
+      "--num-beams", opts->num_beams, "T5: beam search width (1: greedy; default: generation_config)");
+  opts->given["--length-penalty"] =
+      sub->add_option("--length-penalty", opts->length_penalty,
+                      "T5 beam search: exponent on length (default: generation_config)");
   sub->footer(example_footer(
       "  qlora infer --task qa --model runs/xlmr/best --question 'Ai ...?' --context '...'\n"
       "  qlora infer --model ../shared/data/models/aidreams260K --prompt '' --max-new-tokens 100 --json\n"

@@ -1,6 +1,13 @@
 // qlora: LoRA / QLoRA fine-tuning toolkit. This file owns global options, logging setup, error
 // reporting and the --json contract; each subcommand lives in cmd_<name>.cpp.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <fstream>
 #include <iostream>
+#include <set>
+#include <thread>
+#include <utility>
 
 #include "command.h"
 #include "qlora/core/error.h"
@@ -35,6 +42,30 @@ void report_failure(const GlobalOptions& global, const std::string& kind, const 
   }
 }
 
+// Physical cores: distinct (package, core) pairs in /sys topology, else in /proc/cpuinfo, else
+// hardware_concurrency (which counts SMT siblings).
+int physical_cores() {
+  std::set<std::pair<std::string, std::string>> cores;
+  for (int cpu = 0;; ++cpu) {
+    const std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+    std::ifstream package(dir + "physical_package_id"), core(dir + "core_id");
+    std::string p, c;
+    if (!(package >> p) || !(core >> c)) break;
+    cores.insert({p, c});
+  }
+  if (cores.empty()) {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line, package;
+    while (std::getline(cpuinfo, line)) {
+      const auto value = [&] { return line.substr(line.find(':') + 1); };
+      if (line.rfind("physical id", 0) == 0) package = value();
+      if (line.rfind("core id", 0) == 0) cores.insert({package, value()});
+    }
+  }
+  if (!cores.empty()) return static_cast<int>(cores.size());
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -47,6 +78,10 @@ int run(int argc, char** argv) {
   app.add_option("--log-level", global.log_level,
                  "trace, debug, info, warn, error or off (logs go to stderr)")
       ->capture_default_str();
+  int threads = 0;
+  app.add_option("--threads", threads,
+                 "CPU threads for torch ops (at::set_num_threads; default: the number of physical cores)")
+      ->check(CLI::PositiveNumber);
   app.footer(
       "\nWorkflow:\n"
       "  qlora prepare squad_to_mrc --input train.json --output train.jsonl\n"
@@ -74,6 +109,10 @@ int run(int argc, char** argv) {
 
   try {
     log::init(global.log_level);
+    // Before any torch work: set_num_interop_threads may be called once, and only before parallel work.
+    const int n = threads > 0 ? threads : physical_cores();
+    at::set_num_threads(n);
+    at::set_num_interop_threads(n);
     for (const auto& [subcommand, fn] : registry.commands()) {
       if (!subcommand->parsed()) continue;
       // A nested subcommand (prepare squad_to_mrc) registers itself; skip its parent.
@@ -82,6 +121,7 @@ int run(int argc, char** argv) {
       if (child_ran) continue;
       Json result = {{"ok", true}};
       result.update(fn());
+      result["threads"] = at::get_num_threads();
       if (global.json) {
         std::cout << result.dump(-1, ' ', false, Json::error_handler_t::replace) << std::endl;
       } else {

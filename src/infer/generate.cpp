@@ -12,42 +12,26 @@
 
 namespace qlora::infer {
 
-at::Tensor repetition_penalty(const at::Tensor& scores, const at::Tensor& input_ids, double penalty) {
-  if (penalty <= 0) fail("repetition_penalty must be > 0, got " + std::to_string(penalty));
-  const at::Tensor score = at::gather(scores, 1, input_ids);  // [B, L]
-  const at::Tensor penalized = at::where(score < 0, score * penalty, score / penalty);
-  return scores.scatter(1, input_ids, penalized);
-}
-
-at::Tensor temperature_warp(const at::Tensor& scores, double temperature) {
-  if (temperature <= 0) fail("temperature must be > 0 when sampling, got " + std::to_string(temperature));
-  return scores / temperature;
-}
-
-at::Tensor top_k_filter(const at::Tensor& scores, int64_t top_k, int64_t min_tokens_to_keep) {
-  const int64_t k = std::min(std::max(top_k, min_tokens_to_keep), scores.size(-1));
-  const at::Tensor kth = std::get<0>(at::topk(scores, k)).narrow(-1, k - 1, 1);  // [B, 1]
-  return scores.masked_fill(scores < kth, -std::numeric_limits<double>::infinity());
-}
-
-at::Tensor top_p_filter(const at::Tensor& scores, double top_p, int64_t min_tokens_to_keep) {
-  if (top_p < 0 || top_p > 1) fail("top_p must be in [0, 1], got " + std::to_string(top_p));
-  const auto [sorted, indices] = at::sort(scores, /*dim=*/-1, /*descending=*/false);
-  const at::Tensor cumulative = sorted.softmax(-1).cumsum(-1);
-  at::Tensor remove = cumulative <= (1 - top_p);  // [B, V] in ascending order
-  remove.narrow(-1, remove.size(-1) - min_tokens_to_keep, min_tokens_to_keep).fill_(false);
-  const at::Tensor unsorted = remove.scatter(1, indices, remove);
-  return scores.masked_fill(unsorted, -std::numeric_limits<double>::infinity());
+LogitsProcessing logits_processing(const GenerateOptions& o) {
+  LogitsProcessing p;
+  p.encoder_repetition_penalty = o.encoder_repetition_penalty;
+  p.repetition_penalty = o.repetition_penalty;
+  p.no_repeat_ngram_size = o.no_repeat_ngram_size;
+  p.bad_words_ids = o.bad_words_ids;
+  p.min_length = o.min_length;
+  p.min_new_tokens = o.min_new_tokens;
+  p.suppress_tokens = o.suppress_tokens;
+  p.begin_suppress_tokens = o.begin_suppress_tokens;
+  p.eos_token_ids = o.eos_token_ids;
+  p.do_sample = o.do_sample;
+  p.temperature = o.temperature;
+  p.top_k = o.top_k;
+  p.top_p = o.top_p;
+  return p;
 }
 
 at::Tensor process_logits(const at::Tensor& scores, const at::Tensor& input_ids, const GenerateOptions& o) {
-  at::Tensor s = scores;
-  if (o.repetition_penalty != 1.0) s = repetition_penalty(s, input_ids, o.repetition_penalty);
-  if (!o.do_sample) return s;
-  if (o.temperature != 1.0) s = temperature_warp(s, o.temperature);
-  if (o.top_k != 0) s = top_k_filter(s, o.top_k);
-  if (o.top_p < 1.0) s = top_p_filter(s, o.top_p);
-  return s;
+  return process_logits(scores, input_ids, input_ids.size(1), input_ids, logits_processing(o));
 }
 
 GenerateOptions generate_options_from(const GenerationConfig& g, int64_t prompt_length) {
@@ -59,6 +43,13 @@ GenerateOptions generate_options_from(const GenerationConfig& g, int64_t prompt_
   o.top_k = g.top_k;
   o.top_p = g.top_p;
   o.repetition_penalty = g.repetition_penalty;
+  o.encoder_repetition_penalty = g.encoder_repetition_penalty;
+  o.no_repeat_ngram_size = g.no_repeat_ngram_size;
+  o.bad_words_ids = g.bad_words_ids;
+  o.min_length = g.min_length;
+  o.min_new_tokens = g.min_new_tokens;
+  o.suppress_tokens = g.suppress_tokens;
+  o.begin_suppress_tokens = g.begin_suppress_tokens;
   o.eos_token_ids = g.eos_token_ids;
   o.pad_token_id = g.pad_token_id ? *g.pad_token_id : !g.eos_token_ids.empty() ? g.eos_token_ids.front() : 0;
   return o;
@@ -102,6 +93,9 @@ GenerateResult generate(models::CausalLM& model, const at::Tensor& input_ids,
   result.rows.resize(static_cast<size_t>(B));
   std::vector<bool> done(static_cast<size_t>(B), false);
   at::Tensor sequence = input_ids.to(at::kLong);  // [B, L + t]: what the repetition penalty sees
+  const at::Tensor prompt = sequence;             // [B, L]: the encoder repetition penalty's ids
+  const int64_t prompt_length = sequence.size(1);
+  const LogitsProcessing processing = logits_processing(o);
   at::Tensor mask = attention_mask.to(at::kLong);
   std::vector<at::Tensor> steps;
   models::KvCache cache;
@@ -111,8 +105,9 @@ GenerateResult generate(models::CausalLM& model, const at::Tensor& input_ids,
 
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
     const at::Tensor logits = model.forward(in, &cache, {}).logits;  // [B, T, V]
-    const at::Tensor scores =
-        process_logits(logits.select(1, logits.size(1) - 1).to(at::kFloat), sequence, o);
+    const at::Tensor scores = process_logits(logits.select(1, logits.size(1) - 1).to(at::kFloat), sequence,
+                                             prompt_length, prompt, processing);
+    if (o.output_scores) result.scores.push_back(scores);
     at::Tensor next;  // [B]
     if (o.do_sample) {
       next = at::multinomial(at::softmax(scores, -1), 1, /*replacement=*/false, gen).squeeze(1);

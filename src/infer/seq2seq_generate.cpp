@@ -6,6 +6,7 @@
 #include "qlora/infer/seq2seq_generate.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
 #include <cmath>
@@ -48,25 +49,35 @@ at::Tensor hits_stop(const at::Tensor& sequences, int64_t max_length, const at::
   return done;
 }
 
+// _sample: greedy (argmax) or multinomial sampling on the processed scores.
 Seq2SeqGeneration greedy(DecoderState& state, int64_t B, int64_t start, int64_t pad, const at::Tensor& eos,
-                         int64_t max_length, int64_t ngram) {
+                         int64_t max_length, const at::Tensor& encoder_ids,
+                         const LogitsProcessing& processing, const Seq2SeqOptions& options) {
   const at::TensorOptions longs = at::TensorOptions().dtype(at::kLong);
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  Seq2SeqGeneration out;
   at::Tensor sequences = at::full({B, 1}, start, longs);
   at::Tensor unfinished = at::ones({B}, longs);
   while (true) {
-    at::Tensor scores = state.next_logits(sequences.narrow(1, sequences.size(1) - 1, 1));  // [B, V]
-    ban_repeated_ngrams(sequences, scores, ngram);
-    at::Tensor next = scores.argmax(-1);
+    const at::Tensor logits = state.next_logits(sequences.narrow(1, sequences.size(1) - 1, 1));  // [B, V]
+    const at::Tensor scores = process_logits(logits, sequences, 1, encoder_ids, processing);
+    if (options.output_scores) out.scores.push_back(scores);
+    at::Tensor next =
+        processing.do_sample
+            ? at::multinomial(at::softmax(scores, -1), 1, /*replacement=*/false, generator).squeeze(1)
+            : scores.argmax(-1);
     if (eos.numel() > 0) next = next * unfinished + pad * (1 - unfinished);
     sequences = at::cat({sequences, next.unsqueeze(1)}, 1);
     unfinished = unfinished & (~hits_stop(sequences, max_length, eos)).to(at::kLong);
     if (unfinished.max().item<int64_t>() == 0) break;
   }
-  return {sequences, {}};
+  out.sequences = sequences;
+  return out;
 }
 
 Seq2SeqGeneration beam_search(DecoderState& state, int64_t B, int64_t K, int64_t start, int64_t fill,
-                              const at::Tensor& eos, int64_t max_length, const GenerationConfig& gen) {
+                              const at::Tensor& eos, int64_t max_length, const GenerationConfig& gen,
+                              const LogitsProcessing& processing) {
   const at::TensorOptions longs = at::TensorOptions().dtype(at::kLong);
   const at::TensorOptions floats = at::TensorOptions().dtype(at::kFloat);
   const at::TensorOptions bools = at::TensorOptions().dtype(at::kBool);
@@ -97,8 +108,8 @@ Seq2SeqGeneration beam_search(DecoderState& state, int64_t B, int64_t K, int64_t
   while (true) {
     const at::Tensor flat = running_sequences.narrow(2, 0, cur_len).reshape({B * K, cur_len});
     at::Tensor log_probs =
-        at::log_softmax(state.next_logits(flat.narrow(1, cur_len - 1, 1)), -1);  // [B*K, V]
-    ban_repeated_ngrams(flat, log_probs, gen.no_repeat_ngram_size);
+        process_logits(at::log_softmax(state.next_logits(flat.narrow(1, cur_len - 1, 1)), -1), flat,
+                       prompt_len, {}, processing);  // [B*K, V]
     log_probs = (log_probs.view({B, K, V}) + running_beam_scores.unsqueeze(2)).reshape({B, K * V});
 
     // c. top-K continuations over all beams of an input.
@@ -160,42 +171,48 @@ Seq2SeqGeneration beam_search(DecoderState& state, int64_t B, int64_t K, int64_t
   // The best finished hypothesis of each input, cropped to the longest generated length.
   at::Tensor out_indices = beam_indices.select(1, 0);  // [B, max_length - 1]
   const int64_t generated = (out_indices + 1).to(at::kBool).sum(1).max().item<int64_t>();
-  return {sequences.select(1, 0).narrow(1, 0, prompt_len + generated).contiguous(),
-          beam_scores.select(1, 0).contiguous()};
+  Seq2SeqGeneration out;
+  out.sequences = sequences.select(1, 0).narrow(1, 0, prompt_len + generated).contiguous();
+  out.sequences_scores = beam_scores.select(1, 0).contiguous();
+  return out;
 }
 
 }  // namespace
 
-void ban_repeated_ngrams(const at::Tensor& sequences, at::Tensor& scores, int64_t n) {
-  if (n <= 0) return;
-  const int64_t N = sequences.size(0), L = sequences.size(1);
-  if (L + 1 < n) return;
-  const at::Tensor rows = sequences.to(at::kLong).contiguous();
-  const int64_t* ids = rows.data_ptr<int64_t>();
-  std::vector<int64_t> banned_rows, banned_tokens;
-  for (int64_t r = 0; r < N; ++r) {
-    const int64_t* s = ids + r * L;
-    // n-grams of the row whose first n-1 tokens equal its last n-1 tokens: their last token is banned.
-    const std::vector<int64_t> tail(s + L - (n - 1), s + L);
-    for (int64_t i = 0; i + n <= L; ++i) {
-      if (std::equal(tail.begin(), tail.end(), s + i)) {
-        banned_rows.push_back(r);
-        banned_tokens.push_back(s[i + n - 1]);
-      }
-    }
-  }
-  if (banned_rows.empty()) return;
-  const at::TensorOptions longs = at::TensorOptions().dtype(at::kLong);
-  scores.index_put_({at::tensor(banned_rows, longs), at::tensor(banned_tokens, longs)},
-                    at::scalar_tensor(-std::numeric_limits<double>::infinity(), scores.options()));
+LogitsProcessing logits_processing(const GenerationConfig& g) {
+  LogitsProcessing p;
+  p.encoder_repetition_penalty = g.encoder_repetition_penalty;
+  p.repetition_penalty = g.repetition_penalty;
+  p.no_repeat_ngram_size = g.no_repeat_ngram_size;
+  p.bad_words_ids = g.bad_words_ids;
+  p.min_length = g.min_length;
+  p.min_new_tokens = g.min_new_tokens;
+  p.suppress_tokens = g.suppress_tokens;
+  p.begin_suppress_tokens = g.begin_suppress_tokens;
+  p.eos_token_ids = g.eos_token_ids;
+  p.do_sample = g.do_sample;
+  p.temperature = g.temperature;
+  p.top_k = g.top_k;
+  p.top_p = g.top_p;
+  return p;
 }
 
 Seq2SeqGeneration seq2seq_generate(const models::T5Model& model, const at::Tensor& input_ids,
-                                   const at::Tensor& attention_mask, const GenerationConfig& gen) {
-  if (gen.do_sample) fail("seq2seq_generate: do_sample is not supported (greedy and beam search only)");
-  if (gen.repetition_penalty != 1.0) fail("seq2seq_generate: repetition_penalty is not supported");
+                                   const at::Tensor& attention_mask, const GenerationConfig& gen,
+                                   const Seq2SeqOptions& options) {
   if (gen.num_beams < 1)
     fail("seq2seq_generate: num_beams must be >= 1, got " + std::to_string(gen.num_beams));
+  if (gen.num_beams > 1 && gen.do_sample)
+    fail("seq2seq_generate: do_sample with num_beams > 1 (beam sampling) is not supported");
+  if (gen.num_beams > 1 && gen.encoder_repetition_penalty != 1.0) {
+    fail(
+        "seq2seq_generate: encoder_repetition_penalty with num_beams > 1 is not supported (transformers "
+        "applies it to the first batch_size of the batch_size * num_beams rows only)");
+  }
+  if (gen.num_beams > 1 && options.output_scores)
+    fail("seq2seq_generate: output scores are for greedy search and sampling (num_beams 1)");
+  if (gen.do_sample && gen.temperature <= 0)
+    fail("seq2seq_generate: temperature must be > 0 when sampling, got " + std::to_string(gen.temperature));
   if (!input_ids.defined() || input_ids.dim() != 2) fail("seq2seq_generate: input_ids must be [B, S]");
   at::NoGradGuard no_grad;
   const models::T5Config& c = model.config;
@@ -214,10 +231,14 @@ Seq2SeqGeneration seq2seq_generate(const models::T5Model& model, const at::Tenso
   const at::Tensor rows = at::arange(B, at::TensorOptions().dtype(at::kLong)).repeat_interleave(K);
   DecoderState state{
       model, models::precompute_cross_kv(model, hidden, {}).index_rows(rows), mask.index_select(0, rows), {}};
-  if (K == 1) return greedy(state, B, start, pad.value_or(0), eos, max_length, gen.no_repeat_ngram_size);
+  const LogitsProcessing processing = logits_processing(gen);
+  if (K == 1) {
+    return greedy(state, B, start, pad.value_or(0), eos, max_length, input_ids.to(at::kLong), processing,
+                  options);
+  }
   // HF: `pad_token_id or eos_token_id[0]`: a pad id of 0 is falsy and gives way to EOS.
   const int64_t fill = eos.numel() == 0 ? -1 : (pad && *pad != 0 ? *pad : gen.eos_token_ids.front());
-  return beam_search(state, B, K, start, fill, eos, max_length, gen);
+  return beam_search(state, B, K, start, fill, eos, max_length, gen, processing);
 }
 
 }  // namespace qlora::infer

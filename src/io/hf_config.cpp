@@ -1,9 +1,12 @@
 #include "qlora/io/hf_config.h"
 
+#include <algorithm>
+#include <iterator>
 #include <limits>
 
 #include "qlora/core/error.h"
 #include "qlora/core/fs.h"
+#include "qlora/core/log.h"
 #include "qlora/core/suggest.h"
 
 namespace qlora {
@@ -18,6 +21,93 @@ std::string describe(const Json& value) {
 
 bool is_int(const Json& v) {
   return v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX);
+}
+
+// generation_config.json keys that qlora does not read, with transformers' default value. `processor`:
+// transformers builds a logits processor (or a decoding mode) from a non-default value, so qlora refuses
+// it rather than decode differently; the others only change what generate() returns or how fast.
+struct UnreadKey {
+  const char* key;
+  const char* default_json;  // a value equal to it (or null) is harmless
+  bool processor;
+};
+constexpr UnreadKey kUnreadKeys[] = {
+    {"sequence_bias", "null", true},
+    {"guidance_scale", "1.0", true},
+    {"encoder_no_repeat_ngram_size", "0", true},
+    {"forced_bos_token_id", "null", true},
+    {"forced_eos_token_id", "null", true},
+    {"remove_invalid_values", "false", true},
+    {"exponential_decay_length_penalty", "null", true},
+    {"typical_p", "1.0", true},
+    {"epsilon_cutoff", "0.0", true},
+    {"eta_cutoff", "0.0", true},
+    {"min_p", "null", true},
+    {"top_h", "null", true},
+    {"watermarking_config", "null", true},
+    {"renormalize_logits", "false", true},
+    {"num_beam_groups", "1", true},
+    {"diversity_penalty", "0.0", true},
+    {"penalty_alpha", "null", true},
+    {"constraints", "null", true},
+    {"force_words_ids", "null", true},
+    {"stop_strings", "null", true},
+    {"max_time", "null", false},
+    {"num_return_sequences", "1", false},
+    {"output_scores", "false", false},
+    {"output_logits", "false", false},
+    {"output_attentions", "false", false},
+    {"output_hidden_states", "false", false},
+    {"return_dict_in_generate", "false", false},
+    {"use_cache", "true", false},
+    {"cache_implementation", "null", false},
+    {"low_memory", "null", false},
+};
+
+// Keys GenerationConfig::from_json reads, and metadata that means nothing for decoding.
+constexpr const char* kReadKeys[] = {"bos_token_id",
+                                     "eos_token_id",
+                                     "pad_token_id",
+                                     "decoder_start_token_id",
+                                     "max_new_tokens",
+                                     "max_length",
+                                     "do_sample",
+                                     "temperature",
+                                     "top_k",
+                                     "top_p",
+                                     "num_beams",
+                                     "repetition_penalty",
+                                     "length_penalty",
+                                     "no_repeat_ngram_size",
+                                     "early_stopping",
+                                     "encoder_repetition_penalty",
+                                     "bad_words_ids",
+                                     "min_length",
+                                     "min_new_tokens",
+                                     "suppress_tokens",
+                                     "begin_suppress_tokens",
+                                     "transformers_version",
+                                     "_from_model_config"};
+
+void check_unread_keys(const HfConfig& json) {
+  for (const auto& [key, value] : json.json().items()) {
+    if (value.is_null()) continue;
+    if (std::find(std::begin(kReadKeys), std::end(kReadKeys), key) != std::end(kReadKeys)) continue;
+    const auto* it = std::find_if(std::begin(kUnreadKeys), std::end(kUnreadKeys),
+                                  [&](const UnreadKey& k) { return key == k.key; });
+    if (it != std::end(kUnreadKeys) && value == Json::parse(it->default_json)) continue;
+    if (it != std::end(kUnreadKeys) && it->processor) {
+      fail_at(json.source(), -1,
+              "key '" + key + "' = " + value.dump() +
+                  ": transformers decodes with it and qlora does not implement it; remove the key to decode "
+                  "without it");
+    }
+    log::warn(json.source() + ": key '" + key + "' = " + value.dump() + " is not applied by qlora");
+  }
+}
+
+std::vector<int64_t> int_list(const HfConfig& json, const std::string& key) {
+  return json.has(key) ? json.get_int_list(key) : std::vector<int64_t>{};
 }
 
 }  // namespace
@@ -147,6 +237,28 @@ GenerationConfig GenerationConfig::from_json(const HfConfig& json) {
   g.repetition_penalty = json.get_float("repetition_penalty", g.repetition_penalty);
   g.length_penalty = json.get_float("length_penalty", g.length_penalty);
   g.no_repeat_ngram_size = json.get_int("no_repeat_ngram_size", g.no_repeat_ngram_size);
+  g.encoder_repetition_penalty = json.get_float("encoder_repetition_penalty", g.encoder_repetition_penalty);
+  g.min_length = json.get_int("min_length", g.min_length);
+  g.min_new_tokens = json.get_int("min_new_tokens", g.min_new_tokens);
+  g.suppress_tokens = int_list(json, "suppress_tokens");
+  g.begin_suppress_tokens = int_list(json, "begin_suppress_tokens");
+  if (json.has("bad_words_ids")) {
+    const Json& v = json.json().at("bad_words_ids");
+    const auto bad = [&] {
+      fail_at(json.source(), -1,
+              "key 'bad_words_ids' should be a list of lists of token ids, got " + v.dump());
+    };
+    if (!v.is_array() || v.empty()) bad();
+    for (const Json& word : v) {
+      if (!word.is_array() || word.empty()) bad();
+      std::vector<int64_t> ids;
+      for (const Json& id : word) {
+        if (!is_int(id) || id.get<int64_t>() < 0) bad();
+        ids.push_back(id.get<int64_t>());
+      }
+      g.bad_words_ids.push_back(std::move(ids));
+    }
+  }
   if (json.has("early_stopping")) {
     const Json& v = json.json().at("early_stopping");
     if (v.is_boolean()) {
@@ -157,6 +269,7 @@ GenerationConfig GenerationConfig::from_json(const HfConfig& json) {
       fail_at(json.source(), -1, "key 'early_stopping' should be true, false or \"never\", got " + v.dump());
     }
   }
+  check_unread_keys(json);
   return g;
 }
 

@@ -13,6 +13,7 @@
 #include "qlora/io/hf_config.h"
 #include "qlora/io/safetensors.h"
 #include "qlora/peft/lora_config.h"
+#include "qlora/tasks/sft_task.h"
 #include "qlora/tasks/task_runner.h"
 
 namespace qlora::tasks {
@@ -59,11 +60,13 @@ at::Tensor padded(const std::vector<const std::vector<int64_t>*>& rows, int64_t 
 }  // namespace
 
 T5Bundle load_t5_bundle(const std::string& model_dir, const std::string& tokenizer_dir,
-                        const std::string& adapter_dir, const std::string& dtype) {
+                        const std::string& adapter_dir, const std::string& dtype, bool tokenizer_optional) {
   T5Bundle b;
-  b.tokenizer = load_tokenizer(tokenizer_dir.empty() ? model_dir : tokenizer_dir);
+  const std::string tokenizer_path = tokenizer_dir.empty() ? model_dir : tokenizer_dir;
+  if (!tokenizer_optional || has_tokenizer_files(tokenizer_path))
+    b.tokenizer = load_tokenizer(tokenizer_path);
   b.model = std::make_unique<models::T5Model>(models::load_t5(model_dir));
-  check_vocab_size(*b.tokenizer, b.model->config.vocab_size, model_dir);
+  if (b.tokenizer) check_vocab_size(*b.tokenizer, b.model->config.vocab_size, model_dir);
   const at::ScalarType type = parse_dtype_name(dtype);
   if (type != at::kFloat) b.model->to(type);
   b.view = peft::peft_view(*b.model);

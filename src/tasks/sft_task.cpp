@@ -17,13 +17,15 @@ namespace qlora::tasks {
 
 CausalLmBundle load_causal_lm_bundle(const std::string& model_dir, const std::string& tokenizer_dir,
                                      const std::string& adapter_dir, const std::string& dtype, bool merge,
-                                     const models::QuantizeOptions& quantize) {
+                                     const models::QuantizeOptions& quantize, bool tokenizer_optional) {
   CausalLmBundle b;
-  b.tokenizer = load_tokenizer(tokenizer_dir.empty() ? model_dir : tokenizer_dir);
+  const std::string tokenizer_path = tokenizer_dir.empty() ? model_dir : tokenizer_dir;
+  if (!tokenizer_optional || has_tokenizer_files(tokenizer_path))
+    b.tokenizer = load_tokenizer(tokenizer_path);
   models::CausalLmLoadOptions options;
   options.dtype = parse_dtype_name(dtype);
   b.model = models::load_causal_lm(model_dir, options);
-  check_vocab_size(*b.tokenizer, b.model->vocab_size(), model_dir);
+  if (b.tokenizer) check_vocab_size(*b.tokenizer, b.model->vocab_size(), model_dir);
   b.view = peft::peft_view(*b.model);
   if (quantize.load_in_4bit || quantize.load_in_8bit) {
     models::QuantizeOptions q = quantize;
@@ -38,6 +40,14 @@ CausalLmBundle load_causal_lm_bundle(const std::string& model_dir, const std::st
     if (merge) peft::merge_and_unload(b.view);
   }
   return b;
+}
+
+bool has_tokenizer_files(const std::string& dir) {
+  for (const char* name :
+       {"tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json"}) {
+    if (fsys::exists(fsys::join(dir, name))) return true;
+  }
+  return false;
 }
 
 SftBatch collate_sft(const std::vector<const data::SftSample*>& samples, int64_t pad_id) {

@@ -44,6 +44,9 @@ else
   python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; assert [x['id'] for x in r]==['a','b','c'] and all(x['response'] for x in r)" \
     "$work/gen_b2.jsonl" && ok || bad "output records lack copied ids or responses"
   [ "$(grep -c 'response (' "$work/gen.log")" -eq 6 ] && ok || bad "log has not 6 responses appended"
+  # --json: every output carries its generated ids.
+  [ "$(json_get 'all(len(r["ids"]) == r["generated_tokens"] > 0 for r in j["results"]) and len(j["results"]) == 3')" = "True" ] &&
+    ok || bad "batch results lack ids: $(last_json)"
 
   expect_status 1 "infer without prompt" "$bin" infer --model "$aidreams" --json
   contains "missing prompt message" "$err" "needs --prompt"

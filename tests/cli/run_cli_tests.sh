@@ -73,6 +73,9 @@ contains "log level suggestion" "$err" "unknown level 'verbose'"
 # --- infer (generation) on the real aidreams260K LLaMA -------------------------------------
 . "$root/tests/cli/infer_generate_cases.sh"
 
+# --- infer on the tiny fixtures from token ids: generation_config.json, processors, scores ------
+. "$root/tests/cli/infer_fixture_cases.sh"
+
 # --- SFT / seq2seq training, adapters, export on the shipped tiny models ------------------------
 . "$root/tests/cli/llm_train_cases.sh"
 

@@ -1,7 +1,7 @@
 // Text generation over any models::CausalLM, as transformers' GenerationMixin.generate does it for
 // greedy search and sampling: a prefill of the (left-padded) prompts, then one-token decode steps on the
-// KV cache; logits processors in transformers' order (repetition penalty, then temperature, top-k, top-p
-// when sampling); finished rows emit the pad id; eos ids, max_new_tokens and stop strings end a row.
+// KV cache; logits processors in transformers' order (logits_processors.h); finished rows emit the pad id;
+// eos ids, max_new_tokens and stop strings end a row.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "qlora/infer/logits_processors.h"
 #include "qlora/io/hf_config.h"
 #include "qlora/models/causal_lm.h"
 
@@ -19,17 +20,25 @@ namespace qlora::infer {
 
 struct GenerateOptions {
   int64_t max_new_tokens = 20;
-  bool do_sample = false;              // false: greedy (argmax after the repetition penalty)
-  double temperature = 1.0;            // sampling only; must be > 0
-  int64_t top_k = 50;                  // sampling only; 0 = off
-  double top_p = 1.0;                  // sampling only; 1 = off
-  double repetition_penalty = 1.0;     // 1 = off; applied in greedy search too, as transformers does
+  bool do_sample = false;                   // false: greedy (argmax after the repetition penalty)
+  double temperature = 1.0;                 // sampling only; must be > 0
+  int64_t top_k = 50;                       // sampling only; 0 = off
+  double top_p = 1.0;                       // sampling only; 1 = off
+  double repetition_penalty = 1.0;          // 1 = off; applied in greedy search too, as transformers does
+  double encoder_repetition_penalty = 1.0;  // 1 = off; on the (padded) prompt ids, as HF does
+  int64_t no_repeat_ngram_size = 0;         // 0 = off; n-grams of prompt + generated ids
+  std::vector<std::vector<int64_t>> bad_words_ids;  // id sequences never generated
+  int64_t min_length = 0;                           // eos banned while padded prompt + new < this
+  int64_t min_new_tokens = 0;                       // eos banned before this many new tokens
+  std::vector<int64_t> suppress_tokens;             // never generated
+  std::vector<int64_t> begin_suppress_tokens;       // not generated as the first new token
   std::vector<int64_t> eos_token_ids;  // a row ends after emitting any of them (the eos id is kept)
   int64_t pad_token_id = 0;            // left padding of prompts, and what finished rows emit
   uint64_t seed = 0;                   // sampling randomness: a CPU generator seeded with this
   // A row ends once the decoded text of its generated tokens contains one of these; the text is cut
   // before it. Needs GenerateCallbacks::decode.
   std::vector<std::string> stop_strings;
+  bool output_scores = false;  // keep each step's processed scores (GenerateResult::scores)
 };
 
 // Decoding defaults of a model: generation_config.json (transformers' defaults for unset fields).
@@ -55,6 +64,9 @@ struct GenerateResult {
   // [B, N] every step's token, pad after a row finished: transformers' output without the prompt.
   at::Tensor tokens;
   int64_t steps = 0;  // decode steps run (N)
+  // With output_scores: per step [B, V] float32, the scores after every processor and warper, which is
+  // transformers' `scores` of generate(output_scores=True).
+  std::vector<at::Tensor> scores;
 };
 
 // Left-pads `prompts` with options.pad_token_id and generates. Empty prompts are an error (a model
@@ -67,19 +79,9 @@ GenerateResult generate(models::CausalLM& model, const at::Tensor& input_ids,
                         const at::Tensor& attention_mask, const GenerateOptions& options,
                         const GenerateCallbacks& callbacks = {});
 
-// transformers' logits processors on scores [B, V] float32 (each returns a new tensor).
-// RepetitionPenaltyLogitsProcessor: scores of every id in input_ids [B, L] (pads included) are divided by
-// `penalty` when positive, multiplied when negative.
-at::Tensor repetition_penalty(const at::Tensor& scores, const at::Tensor& input_ids, double penalty);
-// TemperatureLogitsWarper: scores / temperature.
-at::Tensor temperature_warp(const at::Tensor& scores, double temperature);
-// TopKLogitsWarper: scores below the k-th largest become -inf (ties with it are kept).
-at::Tensor top_k_filter(const at::Tensor& scores, int64_t top_k, int64_t min_tokens_to_keep = 1);
-// TopPLogitsWarper: drops the smallest-probability tokens whose cumulative probability (ascending) is
-// <= 1 - top_p, keeping at least min_tokens_to_keep.
-at::Tensor top_p_filter(const at::Tensor& scores, double top_p, int64_t min_tokens_to_keep = 1);
-// The chain generate applies: repetition penalty (when != 1), then when sampling temperature (!= 1),
-// top-k (!= 0), top-p (< 1).
+// The processors of `options` (logits_processors.h); process_logits runs them on the scores [B, V] of the
+// first step after the padded prompt input_ids [B, L].
+LogitsProcessing logits_processing(const GenerateOptions& options);
 at::Tensor process_logits(const at::Tensor& scores, const at::Tensor& input_ids,
                           const GenerateOptions& options);
 

@@ -75,8 +75,16 @@ struct GenerationConfig {
   double length_penalty = 1.0;       // exponent on length in beam scores
   int64_t no_repeat_ngram_size = 0;  // 0: off
   EarlyStopping early_stopping = EarlyStopping::kFalse;
+  double encoder_repetition_penalty = 1.0;          // 1: off
+  std::vector<std::vector<int64_t>> bad_words_ids;  // id sequences never generated; empty: off
+  int64_t min_length = 0;                           // eos banned while shorter (decoder: prompt included)
+  int64_t min_new_tokens = 0;                       // eos banned before this many new tokens; 0: off
+  std::vector<int64_t> suppress_tokens;             // ids never generated
+  std::vector<int64_t> begin_suppress_tokens;       // ids not generated first
 
-  // Reads a generation_config.json (or its parsed JSON); absent and null fields keep defaults.
+  // Reads a generation_config.json (or its parsed JSON); absent and null fields keep defaults. A key
+  // whose logits processor qlora lacks (forced_bos_token_id, sequence_bias, typical_p, ...) is an error
+  // unless it holds transformers' default; any other key qlora does not apply is a warning naming it.
   static GenerationConfig from_json(const HfConfig& json);
   // `dir`/generation_config.json when present; otherwise the token ids of `dir`/config.json,
   // like transformers' GenerationConfig.from_model_config.

@@ -25,8 +25,10 @@ struct T5Bundle {
 };
 
 // Loads a T5 folder (+ tokenizer) in `dtype`, with a PEFT adapter for inference when adapter_dir is set.
+// tokenizer_optional: a folder without tokenizer files leaves `tokenizer` null (generation from ids).
 T5Bundle load_t5_bundle(const std::string& model_dir, const std::string& tokenizer_dir,
-                        const std::string& adapter_dir, const std::string& dtype);
+                        const std::string& adapter_dir, const std::string& dtype,
+                        bool tokenizer_optional = false);
 
 // One tokenized pair: the source ids end with EOS (T5 tokenizer), labels end with EOS.
 struct Seq2SeqSample {

@@ -31,9 +31,14 @@ struct CausalLmBundle {
 // Loads model_dir (+ tokenizer_dir, default model_dir) in `dtype`, quantizes its linears when `quantize` asks
 // for 4-bit or int8 bases (as transformers' load_in_4bit / load_in_8bit), and, when adapter_dir is set,
 // attaches a PEFT adapter for inference (merge = true folds it into the weights, dense again).
+// tokenizer_optional: a folder without tokenizer files leaves `tokenizer` null (generation from ids).
 CausalLmBundle load_causal_lm_bundle(const std::string& model_dir, const std::string& tokenizer_dir,
                                      const std::string& adapter_dir, const std::string& dtype,
-                                     bool merge = false, const models::QuantizeOptions& quantize = {});
+                                     bool merge = false, const models::QuantizeOptions& quantize = {},
+                                     bool tokenizer_optional = false);
+
+// Whether `dir` holds the files of a tokenizer (tokenizer.json, a sentencepiece model or vocab.json).
+bool has_tokenizer_files(const std::string& dir);
 
 // Right-padded batch of SFT samples: input_ids [B, T], attention_mask [B, T], labels [B, T] (-100 on
 // padding), segment_ids [B, T] when the samples are packed rows.
