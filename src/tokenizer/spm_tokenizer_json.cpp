@@ -18,6 +18,17 @@ std::string type_of(const Json& j) {
   return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
 }
 
+// A model's type. tokenizers deserializes models untagged, and files written by older versions carry no
+// "type" (the hub's t5-small tokenizer.json among them): then the shape tells, as it does for tokenizers.
+std::string model_type_of(const Json& model) {
+  const std::string tagged = type_of(model);
+  if (!tagged.empty() || !model.is_object() || !model.contains("vocab")) return tagged;
+  const Json& vocab = model["vocab"];
+  if (vocab.is_array()) return "Unigram";  // [[piece, score], ...]
+  if (vocab.is_object() && model.contains("merges")) return "BPE";
+  return "";
+}
+
 struct Reader {
   std::string path;
   TokenizerKind kind;
@@ -207,8 +218,8 @@ struct Reader {
   }
 
   void llama_model(const Json& model, SpmJsonModel& m) const {
-    if (type_of(model) != "BPE")
-      error("model.type", "expected BPE for a LLaMA tokenizer, found '" + type_of(model) + "'");
+    if (model_type_of(model) != "BPE")
+      error("model.type", "expected BPE for a LLaMA tokenizer, found '" + model_type_of(model) + "'");
     check_no_bpe_extras(model);
     if (!model.contains("vocab") || !model["vocab"].is_object()) error("model.vocab", "expected {piece: id}");
     const Json& vocab = model["vocab"];
@@ -271,8 +282,8 @@ struct Reader {
   // not spm pieces. XLM-R: fairseq ids <s> <pad> </s> <unk> | spm pieces 3.. | <mask>; spm has <unk> <s>
   // </s>.
   void unigram_model(const Json& model, SpmJsonModel& m) const {
-    if (type_of(model) != "Unigram") {
-      error("model.type", "expected Unigram for a " + flavour() + ", found '" + type_of(model) + "'");
+    if (model_type_of(model) != "Unigram") {
+      error("model.type", "expected Unigram for a " + flavour() + ", found '" + model_type_of(model) + "'");
     }
     if (model.value("byte_fallback", false)) {
       unexpected("model.byte_fallback", "byte_fallback=true",

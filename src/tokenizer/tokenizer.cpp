@@ -150,10 +150,13 @@ TokenizerKind detect_tokenizer_kind(const std::string& model_dir) {
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir, TokenizerKind kind) {
   if (kind == TokenizerKind::kAuto) kind = detect_tokenizer_kind(model_dir);
   if (kind == TokenizerKind::kByteLevelBpe) return load_byte_level_bpe_tokenizer(model_dir);
-  // transformers 5 reads tokenizer.json first when a folder has it (convert_to_native_format); it is
-  // often the only file (save_pretrained writes no .model).
-  if (exists(model_dir + "/tokenizer.json")) return load_sentencepiece_tokenizer_json(model_dir, kind);
+  // The SentencePiece model when the folder has one: the hub's folders ship it beside a tokenizer.json that
+  // older tokenizers wrote (LLaMA-2's has merges containing spaces, which tokenizers 0.23 no longer
+  // parses), and it is what every parity fixture anchors. Folders saved by transformers 5 have only
+  // tokenizer.json (save_pretrained writes no .model): read that.
   const std::string model_file = model_dir + "/" + model_file_name(kind);
+  if (!exists(model_file) && exists(model_dir + "/tokenizer.json"))
+    return load_sentencepiece_tokenizer_json(model_dir, kind);
   if (!exists(model_file)) {
     fail(model_dir + ": a " + tokenizer_kind_name(kind) + " tokenizer needs " + model_file_name(kind) +
          " or tokenizer.json, which are both missing");

@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 #include <sentencepiece_processor.h>
 
+#include <unistd.h>
+
 #include <fstream>
 #include <sstream>
 
+#include "qlora/core/atomic_file.h"
+#include "qlora/core/fs.h"
 #include "qlora/core/jsonl.h"
 #include "qlora/tokenizer/sentencepiece_tokenizer.h"
 #include "qlora/tokenizer/tokenizer.h"
@@ -238,6 +242,29 @@ INSTANTIATE_TEST_SUITE_P(
       std::string n = info.param.fixture.substr(0, info.param.fixture.find('.'));
       return n;
     });
+
+// The hub's t5-small tokenizer.json, written by an older tokenizers (its model has no "type" tag), read
+// alone (as in a folder saved without spiece.model): it encodes the fixture texts as HF's fast tokenizer.
+TEST(TokenizerHubLayouts, T5SmallTokenizerJsonWithoutModelTypeMatchesHf) {
+  const std::string hub = std::string(QLORA_SOURCE_DIR) + "/../shared/data/tokenizers/t5-small";
+  if (!exists(hub + "/tokenizer.json")) GTEST_SKIP() << "absent: " << hub;
+  const std::string dir = "/tmp/qlora_t5_small_json_" + std::to_string(::getpid());
+  fsys::remove_all(dir);
+  fsys::create_directories(dir);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    write_file_atomic(fsys::join(dir, f), read_file(fsys::join(hub, f)));
+  const Json doc = read_json_file(kFixtures + "/t5_small.json");
+  const auto tok = load_tokenizer(dir);
+  fsys::remove_all(dir);
+  EXPECT_EQ(tok->kind(), TokenizerKind::kT5);
+  EXPECT_EQ(tok->vocab_size(), doc["vocab_size"].get<int64_t>());
+  Checker c;
+  for (const Json& k : doc["cases"]) {
+    c.where = "hub t5-small text " + show(k["text"].get<std::string>());
+    check_encoding(c, tok->encode(k["text"].get<std::string>(), true), k);
+  }
+  EXPECT_GE(c.compared, 20);
+}
 
 }  // namespace
 }  // namespace qlora
