@@ -51,6 +51,12 @@ expect_status 0 "resume after kill -9" "$bin" train --config "$root/configs/demo
   --set train.max_steps=$((last + 1)) --set train.save_steps=1 --set train.save_total_limit=2 \
   --set train.output_dir="$work/killed" --resume latest --json
 contains "resumed after kill" "$err" "resumed from"
+# The killed run's records after the checkpoint are cut: every train step appears once, in order.
+python3 -c "
+import json, sys
+steps = [r['step'] for r in map(json.loads, open(sys.argv[1])) if r['split'] == 'train']
+sys.exit(0 if steps == list(range(1, int(sys.argv[2]) + 2)) else 1)" "$work/killed/metrics.jsonl" "$last" &&
+  ok || bad "metrics.jsonl after resume: $(grep -o '"step":[0-9]*' "$work/killed/metrics.jsonl" | tr '\n' ' ')"
 
 # Full fine-tuning: the checkpoint is a complete HF model folder that loads on its own.
 # shellcheck disable=SC2086

@@ -5,8 +5,11 @@
 // matmul/softmax/LayerNorm reductions possibly summed in another order (measured differences are printed).
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "peft/peft_test_util.h"
 #include "qlora/core/error.h"
+#include "qlora/core/jsonl.h"
 #include "qlora/io/safetensors.h"
 
 namespace qlora::peft {
@@ -255,6 +258,33 @@ TEST(AdapterFiles, UnexpectedTensorsAreReportedNotFatal) {
   LoadAdapterReport report;
   load_adapter(view, dir, {}, &report);
   EXPECT_EQ(report.unexpected, std::vector<std::string>{"base_model.model.extra.lora_A.weight"});
+}
+
+}  // namespace
+}  // namespace qlora::peft
+
+namespace qlora::peft {
+namespace {
+
+using testing::TempDir;
+
+// "all-linear" is saved as PEFT 0.21.2 saves it: the set of full module paths it expanded to (PEFT's
+// _maybe_include_all_linear_layers adds module names, not suffixes; the order is a Python set's, so
+// compare as sets). The fixture's adapter_config.json was written by PEFT itself.
+TEST(AdapterFiles, AllLinearTargetModulesAreSavedAsPeftSavesThem) {
+  TempDir tmp;
+  models::EncoderModel model = testing::load_qa_model();
+  PeftModelView view = peft_view(model);
+  save_adapter(tmp.sub("ours"), view, attach_lora(view, testing::case_config("all_linear"), 1));
+  auto modules = [](const std::string& path) {
+    const Json j = read_json_file(path);
+    std::set<std::string> out;
+    for (const auto& m : j.at("target_modules")) out.insert(m.get<std::string>());
+    return out;
+  };
+  const auto ours = modules(tmp.sub("ours") + "/adapter_config.json");
+  EXPECT_EQ(ours, modules(testing::peft_fixture("all_linear/adapter_config.json")));
+  EXPECT_EQ(ours.size(), 13u);
 }
 
 }  // namespace
