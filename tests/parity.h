@@ -26,7 +26,8 @@ inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
 
 // The bound expect_close applies: tol * max(1, max|expected|).
 inline double relative_bound(const at::Tensor& expected, double tol) {
-  const double magnitude = expected.numel() == 0 ? 0.0 : expected.detach().to(at::kDouble).abs().max().item<double>();
+  const double magnitude =
+      expected.numel() == 0 ? 0.0 : expected.detach().to(at::kDouble).abs().max().item<double>();
   return tol * std::max(1.0, magnitude);
 }
 
@@ -37,8 +38,8 @@ inline void expect_close(const std::string& what, const at::Tensor& actual, cons
   ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
   const double diff = max_abs_diff(actual, expected);
   const double bound = relative_bound(expected, tol);
-  std::printf("[ parity   ] %-48s max|diff| = %.3g (bound %.2g = %.2g x max(1, |ref| max))\n", what.c_str(), diff,
-              bound, tol);
+  std::printf("[ parity   ] %-48s max|diff| = %.3g (bound %.2g = %.2g x max(1, |ref| max))\n", what.c_str(),
+              diff, bound, tol);
   EXPECT_LE(diff, bound) << what << ": tol " << tol << " relative to the reference's magnitude";
 }
 
@@ -52,7 +53,8 @@ inline void expect_eps_close(const std::string& what, const at::Tensor& actual, 
                              double eps_units) {
   ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
   const double eps32 = 1.0 / (1 << 23);
-  const double scale = expected.numel() == 0 ? 0.0 : expected.detach().to(at::kDouble).abs().max().item<double>();
+  const double scale =
+      expected.numel() == 0 ? 0.0 : expected.detach().to(at::kDouble).abs().max().item<double>();
   const double diff = max_abs_diff(actual, expected);
   std::printf("[ parity   ] %-48s max|diff| = %.3g = %.3g eps of max|ref| (bound %.3g)\n", what.c_str(), diff,
               scale > 0 ? diff / (scale * eps32) : 0.0, eps_units);

@@ -163,9 +163,10 @@ class SquadConverter {
     if (!id.empty() && seen_ids_.insert(id)) return id;
     const std::string problem = id.empty() ? "missing or empty id" : "duplicate id " + in_quotes(id);
     if (!options_.repair_ids) {
-      structural(path + ".id", problem +
-                                   " (run qlora prepare squad_to_mrc without --strict to replace it with a unique "
-                                   "id and a warning; library: SquadToMrcOptions.repair_ids)");
+      structural(path + ".id",
+                 problem +
+                     " (run qlora prepare squad_to_mrc without --strict to replace it with a unique "
+                     "id and a warning; library: SquadToMrcOptions.repair_ids)");
     }
     // A repeated id X becomes X#2, X#3, ...; a missing one <file stem>#q<question number in file>.
     const std::string fresh =

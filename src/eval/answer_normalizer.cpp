@@ -94,8 +94,9 @@ AnswerNormalizer::AnswerNormalizer(Normalization normalization, const std::strin
     : normalization_(normalization), lang_(lang) {
   const auto& langs = mlqa_languages();
   if (normalization == Normalization::mlqa && lang.empty()) {
-    fail("MLQA normalisation needs a language (--lang en|es|hi|vi|de|ar|zh): its article list differs per "
-         "language (en: a, an, the; vi: của, là, cái, chiếc, những)");
+    fail(
+        "MLQA normalisation needs a language (--lang en|es|hi|vi|de|ar|zh): its article list differs per "
+        "language (en: a, an, the; vi: của, là, cái, chiếc, những)");
   }
   if (normalization == Normalization::mlqa && std::find(langs.begin(), langs.end(), lang) == langs.end()) {
     fail("MLQA normalisation has no rules for language '" + lang + "' (known: en es hi vi de ar zh)" +

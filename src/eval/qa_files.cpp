@@ -60,7 +60,8 @@ void reject_squad_json(const std::string& path) {
     return;  // JSONL (several objects) or malformed: for_each_jsonl reports it by line
   }
   if (whole.is_object() && whole.contains("data") && whole["data"].is_array()) {
-    fail(path + ": this is a SQuAD JSON file, not MRC JSONL; convert it first: qlora prepare squad_to_mrc --input " +
+    fail(path +
+         ": this is a SQuAD JSON file, not MRC JSONL; convert it first: qlora prepare squad_to_mrc --input " +
          path + " --output references.jsonl");
   }
 }
@@ -107,9 +108,10 @@ std::vector<QaReference> read_mrc_references(const std::string& path) {
         reference.answers.push_back(texts[i].get<std::string>());
       }
     } else if (!answers.is_array()) {
-      line.fail("field 'answers' must be an array of {\"text\", \"answer_start\"} (MRC JSONL) or an object "
-                "{\"text\": [...], \"answer_start\": [...]} (datasets' squad layout), got " +
-                std::string(answers.type_name()));
+      line.fail(
+          "field 'answers' must be an array of {\"text\", \"answer_start\"} (MRC JSONL) or an object "
+          "{\"text\": [...], \"answer_start\": [...]} (datasets' squad layout), got " +
+          std::string(answers.type_name()));
     }
     for (size_t i = 0; answers.is_array() && i < answers.size(); ++i) {
       const std::string where = "answers[" + std::to_string(i) + "]";

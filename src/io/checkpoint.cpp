@@ -8,9 +8,9 @@
 
 #include "qlora/core/atomic_file.h"
 #include "qlora/core/error.h"
-#include "qlora/core/log.h"
 #include "qlora/core/fs.h"
 #include "qlora/core/jsonl.h"
+#include "qlora/core/log.h"
 #include "qlora/core/suggest.h"
 
 namespace qlora {

@@ -124,10 +124,11 @@ class LlamaModel final : public CausalLM {
       if (s.optional) continue;  // the tied lm_head
       if (!ckpt.contains(s.module + ".weight")) {
         // transformers would initialise a missing untied head at random; that is never what a user wants.
-        const std::string why = s.module == "lm_head" ? " (config.json: tie_word_embeddings is false or unset, "
-                                                        "and transformers' default for " + c_.model_type +
-                                                        " is untied)"
-                                                      : "";
+        const std::string why = s.module == "lm_head"
+                                    ? " (config.json: tie_word_embeddings is false or unset, "
+                                      "and transformers' default for " +
+                                          c_.model_type + " is untied)"
+                                    : "";
         fail(ckpt.path() + ": missing tensor '" + s.module + ".weight'" + why);
       }
       if (s.linear == nullptr || !read_prequantized(ckpt, s.module, s.weight_shape, dtype, s.linear->base))
@@ -152,8 +153,9 @@ class LlamaModel final : public CausalLM {
     if (ckpt.contains(name)) {
       at::Tensor stored = ckpt.tensor(name, {c_.vocab_size, c_.hidden_size});
       if (!at::equal(stored.to(embed_tokens_.scalar_type()), embed_tokens_)) {
-        log::warn(ckpt.path() + ": config.json says tie_word_embeddings but the checkpoint's '" + name +
-                  "' differs from model.embed_tokens.weight; using the stored head untied, as transformers does");
+        log::warn(
+            ckpt.path() + ": config.json says tie_word_embeddings but the checkpoint's '" + name +
+            "' differs from model.embed_tokens.weight; using the stored head untied, as transformers does");
         c_.tie_word_embeddings = false;
         lm_head_.base.weight = stored.to(dtype).clone();
         return;

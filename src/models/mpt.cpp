@@ -66,7 +66,9 @@ class MptModel final : public CausalLM {
 
   std::string model_type() const override { return "mpt"; }
   // llm-foundry's class (PhoGPT's auto_map), which PEFT records; transformers' own is MptForCausalLM.
-  std::string hf_class_name() const override { return c_.transformers_code ? "MptForCausalLM" : "MPTForCausalLM"; }
+  std::string hf_class_name() const override {
+    return c_.transformers_code ? "MptForCausalLM" : "MPTForCausalLM";
+  }
   int64_t vocab_size() const override { return c_.vocab_size; }
   int64_t num_layers() const override { return c_.n_layers; }
   int64_t max_sequence_length() const override { return c_.max_seq_len; }
@@ -128,7 +130,8 @@ class MptModel final : public CausalLM {
     if (c_.transformers_code && c_.tie_word_embeddings && ckpt.contains("lm_head.weight")) {
       at::Tensor stored = ckpt.tensor("lm_head.weight", {c_.vocab_size, c_.d_model});
       if (!at::equal(stored.to(wte_.scalar_type()), wte_)) {
-        log::warn(ckpt.path() + ": config.json says tie_word_embeddings but the checkpoint's 'lm_head.weight' "
+        log::warn(ckpt.path() +
+                  ": config.json says tie_word_embeddings but the checkpoint's 'lm_head.weight' "
                   "differs from transformer.wte.weight; using the stored head untied, as transformers does");
         c_.tie_word_embeddings = false;
         lm_head_.base.weight = stored.to(dtype).clone();
@@ -366,8 +369,10 @@ void transformers_mpt_semantics(const HfConfig& hf, const HfConfig& attn, MptCon
   c.layer_norm_eps = hf.get_float("layer_norm_epsilon", 1e-5);
   c.tie_word_embeddings = hf.get_bool("tie_word_embeddings", true);
   std::vector<std::string> ignored;
-  auto differs = [&](const HfConfig& where, const std::string& prefix, const std::string& key, const Json& used) {
-    if (where.has(key) && where.json().at(key) != used) ignored.push_back(prefix + key + " " + where.json().at(key).dump());
+  auto differs = [&](const HfConfig& where, const std::string& prefix, const std::string& key,
+                     const Json& used) {
+    if (where.has(key) && where.json().at(key) != used)
+      ignored.push_back(prefix + key + " " + where.json().at(key).dump());
   };
   differs(hf, "", "no_bias", true);
   differs(hf, "", "learned_pos_emb", false);
@@ -448,8 +453,9 @@ void llm_foundry_semantics(const HfConfig& hf, const HfConfig& attn, MptConfig& 
   // llm-foundry's LPLayerNorm is built with torch's default eps 1e-5 whatever config.json says.
   c.layer_norm_eps = 1e-5;
   if (auto eps = hf.find_float("layer_norm_epsilon"); eps && *eps != 1e-5) {
-    log::warn(hf.source() + ": layer_norm_epsilon " + std::to_string(*eps) +
-              " is not used by llm-foundry's MPT (auto_map / MPTForCausalLM), whose norms use 1e-5; following it");
+    log::warn(
+        hf.source() + ": layer_norm_epsilon " + std::to_string(*eps) +
+        " is not used by llm-foundry's MPT (auto_map / MPTForCausalLM), whose norms use 1e-5; following it");
   }
   const double fraction = hf.get_float("embedding_fraction", 1.0);
   if (fraction != 1.0) {

@@ -58,7 +58,8 @@ Json config_with_dtype(const std::string& config_text, at::ScalarType dtype, con
   return config;
 }
 
-void save_full_model(const std::string& dir, const std::vector<std::pair<std::string, at::Tensor*>>& parameters,
+void save_full_model(const std::string& dir,
+                     const std::vector<std::pair<std::string, at::Tensor*>>& parameters,
                      const config::RunConfig& config) {
   NamedTensors tensors;
   at::ScalarType dtype = at::kFloat;
@@ -77,7 +78,8 @@ void save_full_model(const std::string& dir, const std::vector<std::pair<std::st
   if (!tok.empty() && tok != config.model.path) copy_model_side_files(tok, dir);
   const std::string config_path = fsys::join(dir, "config.json");
   if (fsys::exists(config_path))
-    write_file_atomic(config_path, config_with_dtype(read_file(config_path), dtype, config_path).dump(2) + "\n");
+    write_file_atomic(config_path,
+                      config_with_dtype(read_file(config_path), dtype, config_path).dump(2) + "\n");
 }
 
 void skip_dense_modules(models::QuantizeOptions& options, const peft::PeftModelView& view) {

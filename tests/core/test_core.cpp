@@ -164,7 +164,8 @@ TEST(Fs, RemoveAllAndRename) {
 // repr(float) against CPython (tools/gen_python_repr_fixtures.py): exact strings, since files such as
 // bitsandbytes' quant-state JSON are compared byte for byte.
 TEST(PythonRepr, FloatReprEqualsCPython) {
-  const qlora::Json fixture = qlora::read_json_file(std::string(QLORA_FIXTURES_DIR) + "/core/python_repr.json");
+  const qlora::Json fixture =
+      qlora::read_json_file(std::string(QLORA_FIXTURES_DIR) + "/core/python_repr.json");
   ASSERT_GT(fixture.at("cases").size(), 500u);
   int mismatches = 0;
   for (const qlora::Json& c : fixture.at("cases")) {

@@ -107,9 +107,9 @@ TEST(QaFiles, HfDatasetsAnswersLayoutIsAccepted) {
 
 // A SQuAD JSON document says how to convert it, instead of "line 1: malformed JSON".
 TEST(QaFiles, SquadJsonReferencesSayHowToConvert) {
-  const std::string path = write_temp(
-      "squad_refs.json",
-      "{\n  \"version\": \"v2.0\",\n  \"data\": [{\"title\": \"t\", \"paragraphs\": []}]\n}\n");
+  const std::string path =
+      write_temp("squad_refs.json",
+                 "{\n  \"version\": \"v2.0\",\n  \"data\": [{\"title\": \"t\", \"paragraphs\": []}]\n}\n");
   const std::string error = qlora_test::error_of([&] { read_mrc_references(path); });
   EXPECT_NE(error.find("qlora prepare squad_to_mrc --input " + path), std::string::npos) << error;
 }

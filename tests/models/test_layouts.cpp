@@ -3,7 +3,6 @@
 // "tied" config whose checkpoint stores its own head, and an MPT written by transformers' MptForCausalLM.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <string>
@@ -32,7 +31,8 @@ void expect_matches_transformers(const std::string& name) {
   in.attention_mask = dump.tensor("right.attention_mask");
   const at::Tensor keep = in.attention_mask.to(at::kBool);
   const at::Tensor logits = model->forward(in, nullptr, {}).logits;
-  testing::expect_close(name + " logits", logits.index({keep}), dump.tensor("right.logits").index({keep}), kFp32Tol);
+  testing::expect_close(name + " logits", logits.index({keep}), dump.tensor("right.logits").index({keep}),
+                        kFp32Tol);
 
   const at::Tensor expected = dump.tensor("greedy.ids");  // [1, 16]
   KvCache cache;

@@ -91,7 +91,8 @@ TEST(Export, ConfigDtypeFollowsTheExportedWeights) {
   Json config = Json::parse(read_file(half + "/config.json"));
   EXPECT_EQ(config.at("dtype"), "float16");
   EXPECT_EQ(config.at("torch_dtype"), "float16");
-  EXPECT_EQ(SafetensorsFile::open(half + "/model.safetensors").tensor("lm_head.weight").scalar_type(), at::kHalf);
+  EXPECT_EQ(SafetensorsFile::open(half + "/model.safetensors").tensor("lm_head.weight").scalar_type(),
+            at::kHalf);
   o.model_dir = half;
   o.out_dir = full;
   o.dtype = "fp32";

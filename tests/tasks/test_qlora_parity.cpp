@@ -7,12 +7,12 @@
 
 #include <fstream>
 
+#include "parity.h"
 #include "qlora/core/jsonl.h"
 #include "qlora/io/safetensors.h"
 #include "qlora/models/causal_lm.h"
 #include "qlora/models/encoder.h"
 #include "qlora/models/quantize.h"
-#include "parity.h"
 #include "qlora/peft/lora_model.h"
 #include "qlora/tasks/sft_task.h"
 #include "qlora/train/optimizer.h"
@@ -168,8 +168,8 @@ TEST(QloraParity, DecoderLogitsGradientsAndLossCurveMatch) {
   // Same dequantized weights and fp32 ops; only summation order differs. Padded positions are compared out:
   // their logits are unused, and ours need not equal what HF's attention mask makes of them.
   const at::Tensor real = dump.tensor("attention_mask").unsqueeze(-1).to(at::kBool);
-  expect_close("decoder QLoRA logits", logits.masked_fill(~real, 0), dump.tensor("lora.logits").masked_fill(~real, 0),
-               2e-5);
+  expect_close("decoder QLoRA logits", logits.masked_fill(~real, 0),
+               dump.tensor("lora.logits").masked_fill(~real, 0), 2e-5);
   expect_close("loss", loss.reshape(dump.tensor("lora.loss").sizes()), dump.tensor("lora.loss"), 1e-5);
   loss.backward();
   const int checked = expect_lora_grads(adapter.trainable, dump);

@@ -2,7 +2,6 @@
 // 5.x fast tokenizers: ids, offsets, token types, sequence ids, pairs and decode, text by text.
 #include <gtest/gtest.h>
 #include <sentencepiece_processor.h>
-
 #include <unistd.h>
 
 #include <fstream>

@@ -3,11 +3,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "parity.h"
-
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "parity.h"
 #include "qlora/io/safetensors.h"
 #include "qlora/train/optimizer.h"
 #include "qlora/train/schedule.h"
@@ -48,8 +47,8 @@ TEST(AdamW, MatchesTorchOverSixClippedSteps) {
   EXPECT_EQ(opt.steps(), 6);
   for (const auto& [name, tensor] : opt.state()) {
     qlora::testing::expect_eps_close(
-        "state " + name, tensor, file.tensor(name.substr(name.find('.') + 1) + "." + name.substr(0, name.find('.'))),
-        4);
+        "state " + name, tensor,
+        file.tensor(name.substr(name.find('.') + 1) + "." + name.substr(0, name.find('.'))), 4);
   }
 }
 

@@ -5,11 +5,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "parity.h"
-
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "parity.h"
 #include "qlora/io/safetensors.h"
 #include "qlora/train/adamw8bit.h"
 #include "qlora/train/loss_scaler.h"
@@ -124,9 +123,10 @@ TEST(AdamW8bit, MatchesBitsandbytesOverSixSteps) {
     EXPECT_TRUE(at::equal(state["small.exp_avg_sq"], file.tensor("state." + k + ".small.state2"))) << s;
     // The parameter update is float32 elementwise math: bit-equal on the fixture's machine, within a few
     // eps where another CPU's vector kernels round one op differently (tests/parity.h).
-    qlora::testing::expect_eps_close("big after step " + k, big.detach(), file.tensor("param." + k + ".big"), 4);
-    qlora::testing::expect_eps_close("small after step " + k, small.detach(), file.tensor("param." + k + ".small"),
+    qlora::testing::expect_eps_close("big after step " + k, big.detach(), file.tensor("param." + k + ".big"),
                                      4);
+    qlora::testing::expect_eps_close("small after step " + k, small.detach(),
+                                     file.tensor("param." + k + ".small"), 4);
   }
 }
 

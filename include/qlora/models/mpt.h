@@ -43,8 +43,9 @@ struct MptConfig {
   bool transformers_code = false;
 
   // Reads config.json as the code it was written for reads it: transformers' MptForCausalLM, or
-  // llm-foundry's (nested attn_config / ffn_config, with MPTConfig's defaults for missing keys). Unsupported options (rope, qk_ln, qk_gn, prefix_lm, sliding windows, ffn types other
-  // than mptmlp, rms norms, embedding_fraction != 1) are errors naming config.json and the key.
+  // llm-foundry's (nested attn_config / ffn_config, with MPTConfig's defaults for missing keys). Unsupported
+  // options (rope, qk_ln, qk_gn, prefix_lm, sliding windows, ffn types other than mptmlp, rms norms,
+  // embedding_fraction != 1) are errors naming config.json and the key.
   static MptConfig from_hf_config(const HfConfig& hf);
   int64_t head_dim() const { return d_model / n_heads; }
 };

@@ -35,7 +35,8 @@ std::string torch_dtype_name(at::ScalarType dtype);
 
 // A fully fine-tuned model as a Hugging Face folder: `parameters` in their dtype, the side files of
 // model.path (and model.tokenizer), and config.json's dtype set to the weights' floating dtype.
-void save_full_model(const std::string& dir, const std::vector<std::pair<std::string, at::Tensor*>>& parameters,
+void save_full_model(const std::string& dir,
+                     const std::vector<std::pair<std::string, at::Tensor*>>& parameters,
                      const config::RunConfig& config);
 
 // The run config's quantization section applied to a loaded model (quantize-on-load): 4-bit or int8
