@@ -207,11 +207,10 @@ void refuse_beam_search(const InferOptions& opts, const GenerationConfig& g) {
   }
 }
 
-// generation_config.json, then the command-line options that were given.
-infer::GenerateOptions decoding_options(const InferOptions& opts, int64_t prompt_length) {
-  const GenerationConfig g = GenerationConfig::load(opts.model);
-  refuse_beam_search(opts, g);
-  infer::GenerateOptions o = infer::generate_options_from(g, prompt_length);
+// The sampling and processor options both families share, applied over `o` (GenerateOptions or
+// GenerationConfig: the same field names) where the command line gave them.
+template <typename Settings>
+void apply_shared_overrides(const InferOptions& opts, Settings& o) {
   if (was_given(opts, "--max-new-tokens")) o.max_new_tokens = opts.max_new_tokens;
   if (was_given(opts, "--temperature")) {
     if (opts.temperature < 0)
@@ -224,6 +223,14 @@ infer::GenerateOptions decoding_options(const InferOptions& opts, int64_t prompt
   if (was_given(opts, "--repetition-penalty")) o.repetition_penalty = opts.repetition_penalty;
   if (was_given(opts, "--no-repeat-ngram-size")) o.no_repeat_ngram_size = opts.no_repeat_ngram_size;
   if (was_given(opts, "--min-new-tokens")) o.min_new_tokens = opts.min_new_tokens;
+}
+
+// generation_config.json, then the command-line options that were given.
+infer::GenerateOptions decoding_options(const InferOptions& opts, int64_t prompt_length) {
+  const GenerationConfig g = GenerationConfig::load(opts.model);
+  refuse_beam_search(opts, g);
+  infer::GenerateOptions o = infer::generate_options_from(g, prompt_length);
+  apply_shared_overrides(opts, o);
   o.seed = opts.seed;
   o.stop_strings = opts.stop;
   o.output_scores = opts.output_scores > 0;
@@ -467,20 +474,9 @@ GenerationConfig seq2seq_config(const InferOptions& opts, const tasks::T5Bundle&
   GenerationConfig g = GenerationConfig::load(opts.model);
   if (g.eos_token_ids.empty() && t5.tokenizer) g.eos_token_ids = {t5.tokenizer->special_ids().eos};
   if (!g.pad_token_id) g.pad_token_id = t5.model->config.pad_token_id;
-  if (was_given(opts, "--max-new-tokens")) g.max_new_tokens = opts.max_new_tokens;
+  apply_shared_overrides(opts, g);
   if (was_given(opts, "--num-beams")) g.num_beams = opts.num_beams;
   if (was_given(opts, "--length-penalty")) g.length_penalty = opts.length_penalty;
-  if (was_given(opts, "--no-repeat-ngram-size")) g.no_repeat_ngram_size = opts.no_repeat_ngram_size;
-  if (was_given(opts, "--min-new-tokens")) g.min_new_tokens = opts.min_new_tokens;
-  if (was_given(opts, "--repetition-penalty")) g.repetition_penalty = opts.repetition_penalty;
-  if (was_given(opts, "--temperature")) {
-    if (opts.temperature < 0)
-      fail("--temperature must be >= 0 (0 = greedy), got " + std::to_string(opts.temperature));
-    g.do_sample = opts.temperature > 0;
-    if (g.do_sample) g.temperature = opts.temperature;
-  }
-  if (was_given(opts, "--top-k")) g.top_k = opts.top_k;
-  if (was_given(opts, "--top-p")) g.top_p = opts.top_p;
   if (opts.output_scores > 0 && g.num_beams > 1) {
     fail("--output-scores: greedy search and sampling only, but num_beams is " + std::to_string(g.num_beams) +
          " (pass --num-beams 1)");

@@ -12,23 +12,7 @@
 
 namespace qlora::infer {
 
-LogitsProcessing logits_processing(const GenerateOptions& o) {
-  LogitsProcessing p;
-  p.encoder_repetition_penalty = o.encoder_repetition_penalty;
-  p.repetition_penalty = o.repetition_penalty;
-  p.no_repeat_ngram_size = o.no_repeat_ngram_size;
-  p.bad_words_ids = o.bad_words_ids;
-  p.min_length = o.min_length;
-  p.min_new_tokens = o.min_new_tokens;
-  p.suppress_tokens = o.suppress_tokens;
-  p.begin_suppress_tokens = o.begin_suppress_tokens;
-  p.eos_token_ids = o.eos_token_ids;
-  p.do_sample = o.do_sample;
-  p.temperature = o.temperature;
-  p.top_k = o.top_k;
-  p.top_p = o.top_p;
-  return p;
-}
+LogitsProcessing logits_processing(const GenerateOptions& o) { return logits_processing_of(o); }
 
 at::Tensor process_logits(const at::Tensor& scores, const at::Tensor& input_ids, const GenerateOptions& o) {
   return process_logits(scores, input_ids, input_ids.size(1), input_ids, logits_processing(o));

@@ -179,23 +179,7 @@ Seq2SeqGeneration beam_search(DecoderState& state, int64_t B, int64_t K, int64_t
 
 }  // namespace
 
-LogitsProcessing logits_processing(const GenerationConfig& g) {
-  LogitsProcessing p;
-  p.encoder_repetition_penalty = g.encoder_repetition_penalty;
-  p.repetition_penalty = g.repetition_penalty;
-  p.no_repeat_ngram_size = g.no_repeat_ngram_size;
-  p.bad_words_ids = g.bad_words_ids;
-  p.min_length = g.min_length;
-  p.min_new_tokens = g.min_new_tokens;
-  p.suppress_tokens = g.suppress_tokens;
-  p.begin_suppress_tokens = g.begin_suppress_tokens;
-  p.eos_token_ids = g.eos_token_ids;
-  p.do_sample = g.do_sample;
-  p.temperature = g.temperature;
-  p.top_k = g.top_k;
-  p.top_p = g.top_p;
-  return p;
-}
+LogitsProcessing logits_processing(const GenerationConfig& g) { return logits_processing_of(g); }
 
 Seq2SeqGeneration seq2seq_generate(const models::T5Model& model, const at::Tensor& input_ids,
                                    const at::Tensor& attention_mask, const GenerationConfig& gen,

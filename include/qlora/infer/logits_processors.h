@@ -29,6 +29,27 @@ struct LogitsProcessing {
   int64_t min_tokens_to_keep = 1;  // top-k / top-p: #eos + 1 under beam sampling
 };
 
+// The processing fields of any settings struct that uses transformers' field names (GenerateOptions,
+// GenerationConfig): one place to copy them, so a new processor cannot be wired for one family only.
+template <typename Settings>
+LogitsProcessing logits_processing_of(const Settings& s) {
+  LogitsProcessing p;
+  p.encoder_repetition_penalty = s.encoder_repetition_penalty;
+  p.repetition_penalty = s.repetition_penalty;
+  p.no_repeat_ngram_size = s.no_repeat_ngram_size;
+  p.bad_words_ids = s.bad_words_ids;
+  p.min_length = s.min_length;
+  p.min_new_tokens = s.min_new_tokens;
+  p.suppress_tokens = s.suppress_tokens;
+  p.begin_suppress_tokens = s.begin_suppress_tokens;
+  p.eos_token_ids = s.eos_token_ids;
+  p.do_sample = s.do_sample;
+  p.temperature = s.temperature;
+  p.top_k = s.top_k;
+  p.top_p = s.top_p;
+  return p;
+}
+
 // RepetitionPenaltyLogitsProcessor: scores of every id in input_ids [N, L] (pads included) are divided by
 // `penalty` when positive, multiplied when negative.
 at::Tensor repetition_penalty(const at::Tensor& scores, const at::Tensor& input_ids, double penalty);
