@@ -10,7 +10,8 @@ Schema bind_schema(RunConfig& c) {
   s.add_string("model.tokenizer", &c.model.tokenizer, "tokenizer folder; empty means model.path");
   s.add_choice("model.family", &c.model.family, {"auto", "xlmr", "bert", "t5", "llama", "mpt"},
                "architecture; auto reads model_type from config.json");
-  s.add_choice("model.dtype", &c.model.dtype, {"fp32", "bf16", "fp16"}, "compute dtype");
+  s.add_choice("model.dtype", &c.model.dtype, {"auto", "fp32", "bf16", "fp16"},
+               "compute dtype; auto: fp32 on the CPU, bf16 on GPUs with sm80+, fp16 below (T4, V100)");
 
   s.add_choice("task.type", &c.task.type, {"qa", "seq2seq", "causal_lm"}, "what the model is trained to do");
 
@@ -97,14 +98,18 @@ Schema bind_schema(RunConfig& c) {
                "metric that picks the best checkpoint");
   s.add_int("train.early_stopping_patience", &c.train.early_stopping_patience,
             "stop after N evaluations without improvement (0: off)");
-  s.add_choice("train.device", &c.train.device, {"auto", "cpu", "cuda"}, "where to train");
+  s.add_string(
+      "train.device", &c.train.device,
+      "where to train: auto (the first GPU when this build has CUDA and one is present, else the CPU), "
+      "cpu, cuda or cuda:N");
   s.add_bool("train.gradient_checkpointing", &c.train.gradient_checkpointing,
              "recompute each block's activations in backward to save memory");
   s.add_choice("train.optim", &c.train.optim,
                {"adamw_torch", "paged_adamw_32bit", "adamw_8bit", "paged_adamw_8bit"},
                "optimizer: AdamW, paged (CPU-offloadable) states, 8-bit states");
-  s.add_choice("train.mixed_precision", &c.train.mixed_precision, {"no", "fp16", "bf16"},
-               "autocast dtype with fp32 master weights (fp16 uses dynamic loss scaling)");
+  s.add_choice("train.mixed_precision", &c.train.mixed_precision, {"auto", "no", "fp16", "bf16"},
+               "autocast dtype with fp32 master weights (fp16 uses dynamic loss scaling); auto: bf16 on GPUs "
+               "with sm80+, fp16 below (T4, V100), no on the CPU");
   return s;
 }
 

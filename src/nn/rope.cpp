@@ -58,7 +58,10 @@ at::Tensor rope_inv_freq(const RopeConfig& c, int64_t seq_len) {
 RopeTables rope_tables(const RopeConfig& c, const at::Tensor& position_ids, at::ScalarType dtype) {
   if (position_ids.dim() != 2) fail("rope_tables: position_ids must be [B, T]");
   const int64_t B = position_ids.size(0);
-  const int64_t seq_len = position_ids.numel() ? position_ids.max().item<int64_t>() + 1 : 0;
+  // Only dynamic NTK scaling depends on the longest position; reading it is a device-to-host sync, which
+  // the other rope types must not pay on every decode step on a GPU.
+  const bool dynamic = c.type == RopeType::kDynamic;
+  const int64_t seq_len = dynamic && position_ids.numel() ? position_ids.max().item<int64_t>() + 1 : 0;
   const at::Tensor inv = rope_inv_freq(c, seq_len).to(position_ids.device());
   // [B, dim/2, 1] @ [B, 1, T] -> [B, dim/2, T] -> [B, T, dim/2], in fp32 (autocast off in transformers).
   const at::Tensor freqs =

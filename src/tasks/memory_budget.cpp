@@ -10,7 +10,11 @@ namespace qlora::tasks {
 
 namespace {
 
-int64_t dtype_bytes(const std::string& dtype) { return dtype == "fp32" ? 4 : 2; }
+// "auto" (model.dtype) plans for a GPU unless train.device is cpu: 16-bit there, fp32 on the CPU.
+int64_t dtype_bytes(const std::string& dtype, const config::RunConfig& cfg) {
+  if (dtype == "auto") return cfg.train.device == "cpu" ? 4 : 2;
+  return dtype == "fp32" ? 4 : 2;
+}
 
 bool is_skipped(const std::string& module, const std::vector<std::string>& skip) {
   for (const auto& s : skip)
@@ -81,11 +85,13 @@ MemoryBudget memory_budget(const config::RunConfig& cfg, const models::ModelShap
   m.total_params = s.total_params();
   const bool full = cfg.adapter.type == "full";
   const bool q4 = cfg.quantization.load_in_4bit, q8 = cfg.quantization.load_in_8bit;
-  const bool mixed = cfg.train.mixed_precision != "no";
+  // mixed_precision "auto" is bf16 / fp16 on a GPU and off on the CPU (ops::resolve_mixed_precision).
+  const bool mixed =
+      cfg.train.mixed_precision == "auto" ? cfg.train.device != "cpu" : cfg.train.mixed_precision != "no";
   // Storage of the frozen (or, for full fine-tuning, trained) weights that are not quantized.
   const int64_t weight_bytes =
-      full && mixed ? 4 : dtype_bytes(q4 || q8 ? cfg.quantization.compute_dtype : cfg.model.dtype);
-  const int64_t act_bytes = mixed ? 2 : dtype_bytes(cfg.model.dtype);
+      full && mixed ? 4 : dtype_bytes(q4 || q8 ? cfg.quantization.compute_dtype : cfg.model.dtype, cfg);
+  const int64_t act_bytes = mixed ? 2 : dtype_bytes(cfg.model.dtype, cfg);
 
   // Which linears are quantized: all but the output head, the family's keep_dense modules and
   // quantization.skip_modules (transformers' llm_int8_skip_modules / get_keys_to_not_convert).

@@ -66,10 +66,11 @@ QaPredictions predict_qa(const QaModel& qa_model, const std::vector<qa::QaExampl
   const auto labelled = qa::prepare_train_features(*qa_model.tokenizer, examples, fo);
   const int64_t n = features.inputs.size(), t = features.inputs.seq_len;
   if (labelled.inputs.size() != n) fail("internal: evaluation and label windows differ in number");
-  const at::Tensor ids = rows_tensor(features.inputs.input_ids, n, t);
-  const at::Tensor mask = rows_tensor(features.inputs.attention_mask, n, t);
-  const at::Tensor starts = at::tensor(labelled.start_positions, at::kLong);
-  const at::Tensor ends = at::tensor(labelled.end_positions, at::kLong);
+  const c10::Device device = qa_model.model->word_embeddings.device();  // where the model lives
+  const at::Tensor ids = rows_tensor(features.inputs.input_ids, n, t).to(device);
+  const at::Tensor mask = rows_tensor(features.inputs.attention_mask, n, t).to(device);
+  const at::Tensor starts = at::tensor(labelled.start_positions, at::kLong).to(device);
+  const at::Tensor ends = at::tensor(labelled.end_positions, at::kLong).to(device);
   std::vector<std::vector<float>> start_rows, end_rows;
   double loss_sum = 0;
   at::NoGradGuard no_grad;
@@ -81,8 +82,8 @@ QaPredictions predict_qa(const QaModel& qa_model, const std::vector<qa::QaExampl
     loss_sum +=
         models::qa_loss(logits.start, logits.end, starts.slice(0, b, e), ends.slice(0, b, e)).item<double>() *
         static_cast<double>(e - b);
-    const at::Tensor s = logits.start.to(at::kFloat).contiguous(),
-                     en = logits.end.to(at::kFloat).contiguous();
+    const at::Tensor s = logits.start.to(at::kCPU).to(at::kFloat).contiguous(),
+                     en = logits.end.to(at::kCPU).to(at::kFloat).contiguous();
     for (int64_t r = 0; r < e - b; ++r) {
       start_rows.emplace_back(s[r].data_ptr<float>(), s[r].data_ptr<float>() + t);
       end_rows.emplace_back(en[r].data_ptr<float>(), en[r].data_ptr<float>() + t);
@@ -121,7 +122,9 @@ Json score_qa(const std::vector<qa::QaExample>& examples, const QaPredictions& p
 QaTrainTask::QaTrainTask(const config::RunConfig& config) : config_(config) {
   if (config_.model.path.empty()) fail("config key 'model.path' is required to train");
   if (config_.data.train_file.empty()) fail("config key 'data.train_file' is required to train");
-  qa_ = load_qa_model(config_.model.path, config_.model.tokenizer, "", config_.model.dtype);
+  const ops::DeviceInfo device = training_device(config_);
+  log::info("device: " + ops::device_summary(device));
+  qa_ = load_qa_model(config_.model.path, config_.model.tokenizer, "", training_dtype(config_, device));
   for (const auto& p : qa_.view.parameters) total_params_ += p.second->numel();
   apply_quantization(config_, qa_.view);
 
@@ -142,6 +145,8 @@ QaTrainTask::QaTrainTask(const config::RunConfig& config) : config_(config) {
     log::info("full fine-tuning: " + std::to_string(total_params_) + " trainable parameters");
   }
 
+  peft::move_to_device(qa_.view, device.device);  // after quantizing and attaching: every tensor once
+
   const qa::QaFeatureOptions fo{config_.data.max_seq_length, config_.data.doc_stride};
   if (fo.max_seq_length > max_window(*qa_.model)) {
     fail("config key 'data.max_seq_length' is " + std::to_string(fo.max_seq_length) + " but " +
@@ -158,6 +163,8 @@ QaTrainTask::QaTrainTask(const config::RunConfig& config) : config_(config) {
   attention_mask_ = rows_tensor(train_.inputs.attention_mask, n, t);
   start_positions_ = at::tensor(train_.start_positions, at::kLong);
   end_positions_ = at::tensor(train_.end_positions, at::kLong);
+  for (at::Tensor* t : {&input_ids_, &attention_mask_, &start_positions_, &end_positions_})
+    *t = t->to(device.device);
   log::info("train: " + std::to_string(train_examples_.size()) + " questions -> " + std::to_string(n) +
             " windows of " + std::to_string(t) + " tokens");
   if (!config_.data.valid_file.empty()) {
@@ -168,7 +175,8 @@ QaTrainTask::QaTrainTask(const config::RunConfig& config) : config_(config) {
 
 train::MicroBatchLoss QaTrainTask::train_loss(const std::vector<size_t>& indices,
                                               const nn::ForwardContext& ctx) {
-  const at::Tensor idx = at::tensor(std::vector<int64_t>(indices.begin(), indices.end()), at::kLong);
+  const at::Tensor idx =
+      at::tensor(std::vector<int64_t>(indices.begin(), indices.end()), at::kLong).to(input_ids_.device());
   const at::Tensor mask = attention_mask_.index_select(0, idx);
   const auto logits = models::qa_forward(*qa_.model, {input_ids_.index_select(0, idx), mask, {}}, ctx);
   const at::Tensor loss = models::qa_loss(logits.start, logits.end, start_positions_.index_select(0, idx),

@@ -131,7 +131,9 @@ std::vector<std::string> generate_texts(const T5Bundle& t5, const std::vector<Se
 
 Seq2SeqTrainTask::Seq2SeqTrainTask(const config::RunConfig& config) : config_(config) {
   if (config_.data.train_file.empty()) fail("config key 'data.train_file' is required to train");
-  t5_ = load_t5_bundle(config_.model.path, config_.model.tokenizer, "", config_.model.dtype);
+  const ops::DeviceInfo device = training_device(config_);
+  log::info("device: " + ops::device_summary(device));
+  t5_ = load_t5_bundle(config_.model.path, config_.model.tokenizer, "", training_dtype(config_, device));
   for (const auto& p : t5_.view.parameters) total_params_ += p.second->numel();
   apply_quantization(config_, t5_.view);
   if (config_.adapter.type == "lora") {
@@ -149,6 +151,7 @@ Seq2SeqTrainTask::Seq2SeqTrainTask(const config::RunConfig& config) : config_(co
   } else {
     for (auto& p : t5_.view.parameters) p.second->set_requires_grad(true);
   }
+  peft::move_to_device(t5_.view, device.device);  // after quantizing and attaching: every tensor once
   train_ = read_seq2seq_samples(config_.data.train_file, config_, *t5_.tokenizer);
   if (!config_.data.valid_file.empty())
     valid_ = read_seq2seq_samples(config_.data.valid_file, config_, *t5_.tokenizer);
@@ -162,8 +165,10 @@ train::MicroBatchLoss Seq2SeqTrainTask::train_loss(const std::vector<size_t>& in
     tgt.push_back(&train_[i].labels);
   }
   at::Tensor mask;
-  const at::Tensor ids = padded(src, t5_.model->config.pad_token_id, &mask);
-  const at::Tensor labels = padded(tgt, kIgnore, nullptr);
+  const c10::Device device = t5_.model->shared.device();
+  const at::Tensor ids = padded(src, t5_.model->config.pad_token_id, &mask).to(device);
+  mask = mask.to(device);
+  const at::Tensor labels = padded(tgt, kIgnore, nullptr).to(device);
   const auto out = models::seq2seq_forward(*t5_.model, {ids, mask, labels, {}}, ctx);
   return {out.loss, mask.sum().item<int64_t>() + labels.ne(kIgnore).sum().item<int64_t>()};
 }
@@ -181,8 +186,10 @@ Json Seq2SeqTrainTask::evaluate() {
       tgt.push_back(&valid_[j].labels);
     }
     at::Tensor mask;
-    const at::Tensor ids = padded(src, t5_.model->config.pad_token_id, &mask);
-    const at::Tensor labels = padded(tgt, kIgnore, nullptr);
+    const c10::Device device = t5_.model->shared.device();
+    const at::Tensor ids = padded(src, t5_.model->config.pad_token_id, &mask).to(device);
+    mask = mask.to(device);
+    const at::Tensor labels = padded(tgt, kIgnore, nullptr).to(device);
     const auto out = models::seq2seq_forward(*t5_.model, {ids, mask, labels, {}}, {});
     const int64_t n = labels.ne(kIgnore).sum().item<int64_t>();
     total += out.loss.item<double>() * static_cast<double>(n);

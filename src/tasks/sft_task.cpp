@@ -81,6 +81,12 @@ SftBatch collate_sft(const std::vector<const data::SftSample*>& samples, int64_t
   return batch;
 }
 
+SftBatch on_device(SftBatch batch, c10::Device device) {
+  for (at::Tensor* t : {&batch.input_ids, &batch.attention_mask, &batch.labels, &batch.segment_ids})
+    if (t->defined()) *t = t->to(device);
+  return batch;
+}
+
 std::pair<at::Tensor, int64_t> causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels) {
   // Position t predicts token t + 1 (transformers' ForCausalLMLoss shifts the labels left).
   const int64_t V = logits.size(-1);
@@ -140,7 +146,11 @@ data::SftDataset load_sft_file(const std::string& path, const config::RunConfig&
 
 SftTrainTask::SftTrainTask(const config::RunConfig& config) : config_(config) {
   if (config_.data.train_file.empty()) fail("config key 'data.train_file' is required to train");
-  lm_ = load_causal_lm_bundle(config_.model.path, config_.model.tokenizer, "", config_.model.dtype);
+  const ops::DeviceInfo device = training_device(config_);
+  log::info("device: " + ops::device_summary(device));
+  device_ = device.device;
+  lm_ =
+      load_causal_lm_bundle(config_.model.path, config_.model.tokenizer, "", training_dtype(config_, device));
   const int64_t max_len = lm_.model->max_sequence_length();
   if (max_len > 0 && config_.data.max_seq_length > max_len)
     fail("config key 'data.max_seq_length' is " + std::to_string(config_.data.max_seq_length) + " but " +
@@ -165,6 +175,7 @@ SftTrainTask::SftTrainTask(const config::RunConfig& config) : config_(config) {
     for (auto& p : lm_.view.parameters) p.second->set_requires_grad(true);
     log::info("full fine-tuning: " + std::to_string(total_params_) + " trainable parameters");
   }
+  peft::move_to_device(lm_.view, device_);  // after quantizing and attaching: every tensor once
   train_ = load_sft_file(config_.data.train_file, config_, *lm_.tokenizer);
   if (!config_.data.valid_file.empty())
     valid_ = load_sft_file(config_.data.valid_file, config_, *lm_.tokenizer);
@@ -174,7 +185,7 @@ train::MicroBatchLoss SftTrainTask::train_loss(const std::vector<size_t>& indice
                                                const nn::ForwardContext& ctx) {
   std::vector<const data::SftSample*> samples;
   for (size_t i : indices) samples.push_back(&train_.samples[i]);
-  const SftBatch batch = collate_sft(samples, pad_id_);
+  const SftBatch batch = on_device(collate_sft(samples, pad_id_), device_);
   models::CausalLmInputs in;
   in.input_ids = batch.input_ids;
   in.attention_mask = batch.attention_mask;
@@ -194,7 +205,7 @@ Json SftTrainTask::evaluate() {
     std::vector<const data::SftSample*> samples;
     for (size_t j = i; j < std::min(valid_.samples.size(), i + bs); ++j)
       samples.push_back(&valid_.samples[j]);
-    const SftBatch batch = collate_sft(samples, pad_id_);
+    const SftBatch batch = on_device(collate_sft(samples, pad_id_), device_);
     models::CausalLmInputs in;
     in.input_ids = batch.input_ids;
     in.attention_mask = batch.attention_mask;

@@ -18,6 +18,14 @@ at::ScalarType parse_dtype_name(const std::string& dtype) {
   fail("unknown dtype '" + dtype + "' (fp32, bf16, fp16)");
 }
 
+ops::DeviceInfo training_device(const config::RunConfig& config) {
+  return ops::describe_device(ops::resolve_device(config.train.device, "config key 'train.device'"));
+}
+
+std::string training_dtype(const config::RunConfig& config, const ops::DeviceInfo& device) {
+  return ops::resolve_model_dtype(config.model.dtype, device, "config key 'model.dtype'");
+}
+
 void copy_model_side_files(const std::string& from_dir, const std::string& to_dir) {
   static const char* const kFiles[] = {"config.json",
                                        "generation_config.json",
@@ -158,7 +166,8 @@ train::TrainerOptions trainer_options(const config::RunConfig& config) {
   o.metric_for_best = t.metric_for_best;
   o.early_stopping_patience = t.early_stopping_patience;
   o.gradient_checkpointing = t.gradient_checkpointing;
-  o.mixed_precision = t.mixed_precision;
+  o.mixed_precision = ops::resolve_mixed_precision(t.mixed_precision, training_device(config),
+                                                   "config key 'train.mixed_precision'");
   o.optim = t.optim;
   return o;
 }

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/CachingDeviceAllocator.h>
 
 #include <algorithm>
@@ -207,7 +208,14 @@ class Trainer {
     } else if (o_.mixed_precision == "bf16") {
       autocast_dtype_ = at::kBFloat16;
     }
-    generator_ = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(o_.seed));
+    // Dropout masks are drawn on the device of the activations: a CUDA generator when training on CUDA
+    // (a CPU generator cannot drive CUDA dropout). Its state is saved with each checkpoint.
+    if (device_type_ == at::kCUDA) {
+      generator_ = at::detail::getCUDAHooks().getNewGenerator(device_index_ < 0 ? 0 : device_index_);
+      generator_.set_current_seed(static_cast<uint64_t>(o_.seed));
+    } else {
+      generator_ = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(o_.seed));
+    }
     state_.best_metric = lower_is_better(o_.metric_for_best) ? INFINITY : -INFINITY;
   }
 
@@ -224,7 +232,13 @@ class Trainer {
     // Skipped (fp16 overflow) steps did not step the optimizer: its bias corrections count the rest.
     optimizer_->load_state(moments, state_.global_step - state_.skipped_steps);
     const auto rng = SafetensorsFile::open(fsys::join(dir, kRngFile));
-    generator_.set_state(rng.tensor("cpu").clone());
+    const std::string rng_key = device_type_ == at::kCUDA ? "cuda" : "cpu";
+    if (!rng.contains(rng_key)) {
+      fail(fsys::join(dir, kRngFile) + ": no '" + rng_key +
+           "' generator state: the checkpoint was written by a " + (rng_key == "cuda" ? "CPU" : "CUDA") +
+           " run; resume it on the same kind of device (train.device)");
+    }
+    generator_.set_state(rng.tensor(rng_key).clone());
     if (scaler_) {
       const std::string path = fsys::join(dir, kScalerFile);
       if (!fsys::exists(path))
@@ -425,7 +439,8 @@ class Trainer {
     fsys::create_directories(tmp);
     task_.save_model(tmp);
     save_safetensors(fsys::join(tmp, kOptimizerFile), optimizer_->state());
-    save_safetensors(fsys::join(tmp, kRngFile), {{"cpu", generator_.get_state()}});
+    save_safetensors(fsys::join(tmp, kRngFile),
+                     {{device_type_ == at::kCUDA ? "cuda" : "cpu", generator_.get_state()}});
     if (scaler_) save_safetensors(fsys::join(tmp, kScalerFile), scaler_->state());
     write_file_atomic(fsys::join(tmp, kStateFile), state_to_json(state_, plan_, o_).dump(2) + "\n");
     fsys::remove_all(final_dir);

@@ -58,6 +58,22 @@ steps = [r['step'] for r in map(json.loads, open(sys.argv[1])) if r['split'] == 
 sys.exit(0 if steps == list(range(1, int(sys.argv[2]) + 2)) else 1)" "$work/killed/metrics.jsonl" "$last" &&
   ok || bad "metrics.jsonl after resume: $(grep -o '"step":[0-9]*' "$work/killed/metrics.jsonl" | tr '\n' ' ')"
 
+# train.device: CUDA asked for on a machine (or build) without it is one clear error, not a CPU run;
+# nothing is written. auto and cpu train on the CPU.
+if ! "$bin" train --help >/dev/null 2>&1 || [ -z "${QLORA_TEST_HAS_GPU:-}" ]; then
+  # shellcheck disable=SC2086
+  expect_status 1 "train.device=cuda without a GPU" "$bin" train --config "$root/configs/demo_xlmr_tiny.yaml" $small \
+    --set model.path="$model" --set data.train_file="$work/t_small.jsonl" --set data.valid_file= \
+    --set train.max_steps=1 --set train.device=cuda --set train.output_dir="$work/cuda_run"
+  contains "cuda error names the key" "$err" "config key 'train.device' cuda"
+  [ ! -e "$work/cuda_run" ] && ok || bad "a refused device left $work/cuda_run behind"
+fi
+# shellcheck disable=SC2086
+expect_status 1 "train.device typo" "$bin" train --config "$root/configs/demo_xlmr_tiny.yaml" $small \
+  --set model.path="$model" --set data.train_file="$work/t_small.jsonl" --set train.device=gpu \
+  --set train.output_dir="$work/gpu_typo"
+contains "device typo lists the choices" "$err" "auto, cpu, cuda, cuda:N"
+
 # Full fine-tuning: the checkpoint is a complete HF model folder that loads on its own.
 # shellcheck disable=SC2086
 expect_status 0 "train full" "$bin" train --config "$root/configs/demo_xlmr_tiny.yaml" $small \

@@ -14,7 +14,7 @@ struct ModelSection {
   std::string path;             // Hugging Face checkpoint folder (config.json + safetensors)
   std::string tokenizer;        // tokenizer folder; empty = model.path
   std::string family = "auto";  // auto (from config.json model_type), xlmr, t5, llama, mpt
-  std::string dtype = "fp32";   // compute dtype: fp32, bf16, fp16
+  std::string dtype = "fp32";   // compute dtype: auto (by device), fp32, bf16, fp16
 };
 
 struct TaskSection {
@@ -99,10 +99,10 @@ struct TrainSection {
   int64_t save_total_limit = 2;          // keep at most N step checkpoints (best is always kept)
   std::string metric_for_best = "loss";  // loss, f1, exact, rougeL, bleu
   int64_t early_stopping_patience = 0;   // stop after N evaluations without improvement (0 = off)
-  std::string device = "auto";           // auto, cpu, cuda
+  std::string device = "auto";           // auto, cpu, cuda, cuda:N (ops::resolve_device)
   bool gradient_checkpointing = false;   // recompute block activations in backward
   std::string optim = "adamw_torch";     // adamw_torch, paged_adamw_32bit, adamw_8bit, paged_adamw_8bit
-  std::string mixed_precision = "no";    // no, fp16 (dynamic loss scaling), bf16; master weights stay fp32
+  std::string mixed_precision = "no";    // auto (by device), no, fp16 (dynamic loss scaling), bf16; fp32 masters
 };
 
 struct RunConfig {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <string>
@@ -119,5 +120,10 @@ LoraSummary load_adapter(PeftModelView& view, const std::string& dir, const Load
 // merge_and_unload: B A * scaling is added into every adapted base weight (nn::merge_adapter) and the
 // adapters are dropped; modules_to_save already hold their trained values. Everything stays frozen.
 void merge_and_unload(PeftModelView& view);
+
+// Moves every tensor the view reaches to `device`: parameters, quantized states (4-bit and int8) and
+// LoRA A/B. Tied slots stay one tensor; trainable tensors stay leaves that require grad. Call it after
+// quantizing and attaching the adapter, before an optimizer takes the tensors.
+void move_to_device(PeftModelView& view, c10::Device device);
 
 }  // namespace qlora::peft

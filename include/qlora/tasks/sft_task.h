@@ -47,6 +47,8 @@ struct SftBatch {
   int64_t tokens = 0;
 };
 SftBatch collate_sft(const std::vector<const data::SftSample*>& samples, int64_t pad_id);
+// The batch's tensors on `device` (where the model is).
+SftBatch on_device(SftBatch batch, c10::Device device);
 
 // Sum of next-token cross-entropy over label tokens, and their count: logits [B, T, V], labels [B, T].
 std::pair<at::Tensor, int64_t> causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels);
@@ -67,6 +69,7 @@ class SftTrainTask : public train::TrainTask {
  private:
   config::RunConfig config_;
   CausalLmBundle lm_;
+  c10::Device device_ = c10::Device(c10::kCPU);  // train.device: the model and every batch live there
   data::SftDataset train_, valid_;
   int64_t pad_id_ = 0;
   int64_t total_params_ = 0;

@@ -10,6 +10,7 @@
 #include "qlora/config/run_config.h"
 #include "qlora/core/jsonl.h"
 #include "qlora/models/quantize.h"
+#include "qlora/ops/device.h"
 #include "qlora/peft/lora_model.h"
 #include "qlora/train/trainer.h"
 
@@ -48,6 +49,14 @@ void save_full_model(const std::string& dir,
 void skip_dense_modules(models::QuantizeOptions& options, const peft::PeftModelView& view);
 
 models::QuantizeReport apply_quantization(const config::RunConfig& config, peft::PeftModelView& view);
+
+// The run's device from train.device (auto, cpu, cuda, cuda:N), described (name, capability, memory).
+// Errors when CUDA is asked for and there is none.
+ops::DeviceInfo training_device(const config::RunConfig& config);
+
+// model.dtype resolved for the run's device ("auto": fp32 on the CPU, bf16 on sm80+, fp16 below; bf16
+// below sm80 is an error suggesting fp16), as a "fp32" / "bf16" / "fp16" name.
+std::string training_dtype(const config::RunConfig& config, const ops::DeviceInfo& device);
 
 // "fp32" / "bf16" / "fp16" -> dtype; Error otherwise.
 at::ScalarType parse_dtype_name(const std::string& dtype);
