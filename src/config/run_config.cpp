@@ -11,6 +11,9 @@ Schema bind_schema(RunConfig& c) {
   s.add_choice("model.family", &c.model.family, {"auto", "xlmr", "bert", "t5", "llama", "mpt"},
                "architecture; auto reads model_type from config.json");
   s.add_choice("model.dtype", &c.model.dtype, {"fp32", "bf16", "fp16"}, "compute dtype");
+  s.add_choice("model.attn_implementation", &c.model.attn_implementation, {"sdpa", "eager"},
+               "attention: sdpa (fused kernels; eager under attention dropout) or eager (transformers' "
+               "reference form, the parity fixtures')");
 
   s.add_choice("task.type", &c.task.type, {"qa", "seq2seq", "causal_lm"}, "what the model is trained to do");
 

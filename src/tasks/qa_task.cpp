@@ -122,6 +122,8 @@ QaTrainTask::QaTrainTask(const config::RunConfig& config) : config_(config) {
   if (config_.model.path.empty()) fail("config key 'model.path' is required to train");
   if (config_.data.train_file.empty()) fail("config key 'data.train_file' is required to train");
   qa_ = load_qa_model(config_.model.path, config_.model.tokenizer, "", config_.model.dtype);
+  qa_.model->config.attn_implementation =
+      nn::parse_attn_implementation(config_.model.attn_implementation, "model.attn_implementation");
   for (const auto& p : qa_.view.parameters) total_params_ += p.second->numel();
   apply_quantization(config_, qa_.view);
 

@@ -132,6 +132,8 @@ std::vector<std::string> generate_texts(const T5Bundle& t5, const std::vector<Se
 Seq2SeqTrainTask::Seq2SeqTrainTask(const config::RunConfig& config) : config_(config) {
   if (config_.data.train_file.empty()) fail("config key 'data.train_file' is required to train");
   t5_ = load_t5_bundle(config_.model.path, config_.model.tokenizer, "", config_.model.dtype);
+  t5_.model->config.attn_implementation =
+      nn::parse_attn_implementation(config_.model.attn_implementation, "model.attn_implementation");
   for (const auto& p : t5_.view.parameters) total_params_ += p.second->numel();
   apply_quantization(config_, t5_.view);
   if (config_.adapter.type == "lora") {

@@ -141,6 +141,8 @@ data::SftDataset load_sft_file(const std::string& path, const config::RunConfig&
 SftTrainTask::SftTrainTask(const config::RunConfig& config) : config_(config) {
   if (config_.data.train_file.empty()) fail("config key 'data.train_file' is required to train");
   lm_ = load_causal_lm_bundle(config_.model.path, config_.model.tokenizer, "", config_.model.dtype);
+  lm_.model->set_attn_implementation(
+      nn::parse_attn_implementation(config_.model.attn_implementation, "model.attn_implementation"));
   const int64_t max_len = lm_.model->max_sequence_length();
   if (max_len > 0 && config_.data.max_seq_length > max_len)
     fail("config key 'data.max_seq_length' is " + std::to_string(config_.data.max_seq_length) + " but " +
