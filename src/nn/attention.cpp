@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "qlora/core/error.h"
 
@@ -74,7 +75,7 @@ at::Tensor sdpa_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   // no GQA, and transformers' sdpa_attention_forward repeats too whenever a mask is given.
   const at::Tensor kr = Hkv == H ? k : k.repeat_interleave(H / Hkv, 1);  // [B, H, Tk, D]
   const at::Tensor vr = Hkv == H ? v : v.repeat_interleave(H / Hkv, 1);
-  at::Tensor mask;
+  std::optional<at::Tensor> mask;  // an undefined tensor is not "no mask" to SDPA: nullopt is
   if (bias.defined()) {
     // SDPA wants the mask in the dtype it computes in. A plain cast of float32's finfo.min to bf16 or
     // fp16 overflows to -inf (NaN rows again), so clamp at the target type's lowest first.

@@ -32,6 +32,13 @@ using testing::model_dir;
 // is the bound of the fp32 transformers parity tests, and any mask or scale error (a wrong sliding window,
 // a missing ALiBi, T5 scaled by D^-0.5) moves the logits by >= 1e-2.
 constexpr double kTol = 1e-5;
+// Gradients: the fused kernel's backward recomputes the probabilities from a saved log-sum-exp (eager's
+// autograd keeps them) and sums dP, dS in its own blocks. The LoRA here is strong (B ~ N(0, 0.5), scale
+// 2, every projection), so scores are sharp, T5's most (unscaled by D^-0.5), and those ~1e-7 differences
+// in P grow to at most 4.4e-5 of the gradients' magnitude (t5_v1_0; 2.4e-5 LLaMA, <= 5e-6 MPT and
+// XLM-R/BERT, measured on this CPU). 1e-4 leaves a margin for other CPUs' kernels; dropping the mask or
+// the ALiBi / position bias from the sdpa path moves the gradients by far more (checked by hand).
+constexpr double kGradTol = 1e-4;
 
 const char* const kDecoders[] = {"llama_llama3", "mistral_sw", "qwen2_tied",
                                  "mpt_hf",       "mpt_phogpt", "mpt_variant"};
@@ -159,7 +166,7 @@ TEST_P(DecoderSdpa, LoraGradientsMatchEager) {
   ASSERT_EQ(out.size(), ref.size());
   ASSERT_FALSE(ref.empty());
   for (size_t i = 0; i < ref.size(); ++i)
-    expect_close(name + " lora grad " + std::to_string(i), out[i], ref[i], kTol);
+    expect_close(name + " lora grad " + std::to_string(i), out[i], ref[i], kGradTol);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, DecoderSdpa, ::testing::ValuesIn(kDecoders));
@@ -252,7 +259,7 @@ TEST_P(T5Sdpa, LoraAndPositionBiasGradientsMatchEager) {
   ASSERT_EQ(out.size(), ref.size());
   ASSERT_GT(ref.size(), 2u);
   for (size_t i = 0; i < ref.size(); ++i)
-    expect_close(name + " grad " + std::to_string(i), out[i], ref[i], kTol);
+    expect_close(name + " grad " + std::to_string(i), out[i], ref[i], kGradTol);
 }
 
 INSTANTIATE_TEST_SUITE_P(Versions, T5Sdpa, ::testing::ValuesIn(kT5));
@@ -323,7 +330,7 @@ TEST_P(EncoderSdpa, LoraGradientsMatchEager) {
   ASSERT_EQ(out.size(), ref.size());
   ASSERT_FALSE(ref.empty());
   for (size_t i = 0; i < ref.size(); ++i)
-    expect_close(name + " lora grad " + std::to_string(i), out[i], ref[i], kTol);
+    expect_close(name + " lora grad " + std::to_string(i), out[i], ref[i], kGradTol);
 }
 
 // Attention dropout while training: sdpa runs the eager form, so the masks come from ctx.generator and the
