@@ -26,8 +26,8 @@ TEST(Sdpa, MatchesEagerWithAdditiveBiasAndScale) {
     expect_close("sdpa scale " + std::to_string(scale), sdpa_attention(q, k, v, bias, scale),
                  eager_attention(q, k, v, bias, 0.0, scale, {}), kTol);
   }
-  expect_close("sdpa no bias", sdpa_attention(q, k, v, {}, 0.125), eager_attention(q, k, v, {}, 0.0, {}),
-               kTol);
+  expect_close("sdpa no bias", sdpa_attention(q, k, v, {}, 1.0 / std::sqrt(8.0)),
+               eager_attention(q, k, v, {}, 0.0, {}), kTol);
 }
 
 TEST(Sdpa, RepeatsKeyValueHeadsForGroupedQueries) {
