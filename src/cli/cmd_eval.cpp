@@ -43,6 +43,7 @@ struct EvalOptions {
   int64_t max_new_tokens = 128;
   int64_t batch_size = 8;
   std::string dtype = "fp32";
+  std::string attn_implementation = "sdpa";  // with --model: sdpa or eager (nn/attention.h)
 };
 
 eval::TextMetricOptions metric_options(const EvalOptions& opts);
@@ -55,6 +56,8 @@ Json run_model_text_metric(const EvalOptions& opts) {
     fail(opts.model + ": --metric " + opts.metric + " with --model supports T5 models (model_type '" + type +
          "'); score a predictions file from `qlora infer --input` instead");
   const auto t5 = tasks::load_t5_bundle(opts.model, "", opts.adapter, opts.dtype);
+  t5.model->config.attn_implementation =
+      nn::parse_attn_implementation(opts.attn_implementation, "--attn-implementation");
   config::RunConfig rc;
   rc.data.source_template = opts.source_template;
   rc.data.target_template = opts.target_template;
@@ -85,6 +88,8 @@ Json run_model_text_metric(const EvalOptions& opts) {
 Json run_model_em_f1(const EvalOptions& opts) {
   if (opts.data.empty()) fail("--model needs --data, the prepared MRC JSONL to evaluate on");
   const auto model = tasks::load_qa_model(opts.model, "", opts.adapter, "fp32");
+  model.model->config.attn_implementation =
+      nn::parse_attn_implementation(opts.attn_implementation, "--attn-implementation");
   const auto examples = qa::read_qa_examples(opts.data);
   tasks::QaPredictOptions po;
   po.features = {opts.max_seq_length, opts.doc_stride};
@@ -250,6 +255,9 @@ void add_eval_command(CLI::App& app, Registry& registry, const GlobalOptions& gl
       ->capture_default_str();
   sub->add_option("--batch-size", opts->batch_size, "with --model: inputs per batch")->capture_default_str();
   sub->add_option("--dtype", opts->dtype, "with --model: fp32, bf16 or fp16")->capture_default_str();
+  sub->add_option("--attn-implementation", opts->attn_implementation,
+                  "with --model: sdpa (fused kernels) or eager (transformers' reference form)")
+      ->capture_default_str();
   sub->add_option("--adapter", opts->adapter, "adapter folder applied to --model");
   sub->add_option("--data", opts->data, "prepared evaluation JSONL")->check(CLI::ExistingFile);
   sub->add_option("--predictions-out", opts->predictions_out,

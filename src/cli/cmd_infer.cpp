@@ -51,6 +51,7 @@ struct InferOptions {
   int64_t max_answer_length = 30;
   bool version_2_with_negative = false;
   std::string dtype = "fp32";
+  std::string attn_implementation = "sdpa";  // sdpa or eager (nn/attention.h)
   std::string prompt_template;  // alpaca, phogpt, chatml, llama-2 or a {instruction} string; empty = raw
   std::string input_text;       // the template's {input}
   std::string system;           // chat templates: system message
@@ -66,6 +67,10 @@ struct InferOptions {
   bool load_in_4bit = false;  // NF4 + double quant base (bitsandbytes format), compute in --dtype
   bool load_in_8bit = false;  // int8 base (LLM.int8 with threshold 6)
 };
+
+nn::AttnImplementation attn_implementation(const InferOptions& opts) {
+  return nn::parse_attn_implementation(opts.attn_implementation, "--attn-implementation");
+}
 
 models::QuantizeOptions quantize_options(const InferOptions& opts) {
   models::QuantizeOptions q;
@@ -137,6 +142,7 @@ std::vector<qa::QaExample> qa_inputs(const InferOptions& opts) {
 Json run_qa(const InferOptions& opts) {
   if (opts.n_best < 0) fail("--n-best must be >= 0, got " + std::to_string(opts.n_best));
   const auto model = tasks::load_qa_model(opts.model, "", opts.adapter, opts.dtype);
+  model.model->config.attn_implementation = attn_implementation(opts);
   const auto examples = qa_inputs(opts);
   tasks::QaPredictOptions po;
   po.features = {opts.max_seq_length, opts.doc_stride};
@@ -339,6 +345,7 @@ Json run_generate(const InferOptions& opts) {
   const bool from_ids = was_given(opts, "--input-ids");
   auto lm = tasks::load_causal_lm_bundle(opts.model, "", opts.adapter, opts.dtype, opts.merge,
                                          quantize_options(opts), /*tokenizer_optional=*/from_ids);
+  lm.model->set_attn_implementation(attn_implementation(opts));
   const Tokenizer* tok = lm.tokenizer.get();
   if (!tok && !opts.stop.empty()) fail("--stop needs a tokenizer in " + opts.model);
   const std::vector<PromptRecord> prompts = generate_inputs(opts);
@@ -434,6 +441,7 @@ Json run_chat(const InferOptions& opts) {
   if (!chat_template(opts)) fail("--chat needs --template chatml or --template llama-2");
   auto lm = tasks::load_causal_lm_bundle(opts.model, "", opts.adapter, opts.dtype, opts.merge,
                                          quantize_options(opts));
+  lm.model->set_attn_implementation(attn_implementation(opts));
   const Tokenizer& tok = *lm.tokenizer;
   std::vector<data::ChatMessage> history;
   int64_t turns = 0;
@@ -508,6 +516,7 @@ Json run_seq2seq(const InferOptions& opts) {
   const bool from_ids = was_given(opts, "--input-ids");
   const auto t5 =
       tasks::load_t5_bundle(opts.model, "", opts.adapter, opts.dtype, /*tokenizer_optional=*/from_ids);
+  t5.model->config.attn_implementation = attn_implementation(opts);
   const GenerationConfig g = seq2seq_config(opts, t5);
   infer::Seq2SeqOptions so;
   so.seed = opts.seed;
@@ -628,6 +637,9 @@ void add_infer_command(CLI::App& app, Registry& registry, const GlobalOptions& g
   sub->add_flag("--version-2-with-negative", opts->version_2_with_negative,
                 "qa: the model may answer 'no answer' (SQuAD v2 / UIT-ViQuAD 2.0)");
   sub->add_option("--dtype", opts->dtype, "fp32, bf16 or fp16")->capture_default_str();
+  sub->add_option("--attn-implementation", opts->attn_implementation,
+                  "attention: sdpa (fused kernels) or eager (transformers' reference form)")
+      ->capture_default_str();
   sub->add_option(
       "--template", opts->prompt_template,
       "render --prompt with a template: alpaca, phogpt, chatml, llama-2, or a {instruction} string");

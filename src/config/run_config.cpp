@@ -12,6 +12,9 @@ Schema bind_schema(RunConfig& c) {
                "architecture; auto reads model_type from config.json");
   s.add_choice("model.dtype", &c.model.dtype, {"auto", "fp32", "bf16", "fp16"},
                "compute dtype; auto: fp32 on the CPU, bf16 on GPUs with sm80+, fp16 below (T4, V100)");
+  s.add_choice("model.attn_implementation", &c.model.attn_implementation, {"sdpa", "eager"},
+               "attention: sdpa (fused kernels; eager under attention dropout) or eager (transformers' "
+               "reference form, the parity fixtures')");
 
   s.add_choice("task.type", &c.task.type, {"qa", "seq2seq", "causal_lm"}, "what the model is trained to do");
 

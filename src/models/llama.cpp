@@ -1,10 +1,13 @@
 // LLaMA / Mistral / Qwen2 decoders (transformers modeling_llama.py, modeling_mistral.py,
-// modeling_qwen2.py) in their eager-attention form. The three differ only by LlamaConfig flags:
-// projection biases, tied embeddings and the sliding window.
+// modeling_qwen2.py), attention in their eager form or through SDPA with the same additive mask
+// (causal, padding, sliding window, segments: finfo.min, so a left pad's query row, which allows no
+// key, is uniform under both, never NaN). The three differ only by LlamaConfig flags: projection
+// biases, tied embeddings and the sliding window.
 #include "qlora/models/llama.h"
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <limits>
 
 #include "decoder_families.h"
@@ -81,6 +84,8 @@ class LlamaModel final : public CausalLM {
   }
   const std::string& config_json() const override { return json_; }
   at::ScalarType dtype() const override { return embed_tokens_.scalar_type(); }
+  void set_attn_implementation(nn::AttnImplementation impl) override { attn_ = impl; }
+  nn::AttnImplementation attn_implementation() const override { return attn_; }
 
   // THE table of names, in HF module order (named_parameters order of *ForCausalLM).
   std::vector<ModuleSlot> module_table() {
@@ -223,6 +228,7 @@ class LlamaModel final : public CausalLM {
     }
     const int64_t groups = c_.num_heads / c_.num_kv_heads;
     const double dropout_p = ctx.training ? c_.attention_dropout : 0.0;
+    const bool sdpa = nn::use_sdpa(attn_, dropout_p, ctx);
 
     // Checkpointing only while training under grad mode (checkpoint_block checks the latter), never with
     // a cache: the recompute would write the cache twice.
@@ -232,7 +238,7 @@ class LlamaModel final : public CausalLM {
       // One decoder layer x [B, T, C] -> [B, T, C]. Captured tensors (rope tables, masks) derive from
       // the inputs and need no gradient; they are captured by value, the recompute runs after forward.
       const at::Tensor& bias = c_.sliding_window > 0 && c_.sliding_layers[i] ? window_bias : full_bias;
-      const auto layer = [this, i, cache, S, groups, dropout_p, rope, bias, ctx](const at::Tensor& x) {
+      const auto layer = [this, i, cache, S, groups, dropout_p, sdpa, rope, bias, ctx](const at::Tensor& x) {
         const LlamaLayer& L = layers_[i];
         const at::Tensor h = llama_rms_norm(x, L.input_layernorm, c_.rms_norm_eps);
         const at::Tensor q =
@@ -248,16 +254,21 @@ class LlamaModel final : public CausalLM {
           cache->keys[i] = k;
           cache->values[i] = v;
         }
-        // repeat_kv: kv head j serves q heads j*groups .. j*groups + groups - 1.
-        const at::Tensor kr = k.repeat_interleave(groups, 1);  // [B, H, S+T, D]
-        const at::Tensor vr = v.repeat_interleave(groups, 1);
-        at::Tensor scores =
-            at::matmul(q, kr.transpose(-2, -1)) * std::pow(static_cast<double>(c_.head_dim), -0.5);
-        scores = scores + bias;
-        // Softmax in fp32, then back to the compute dtype (LLaMA's eager_attention_forward).
-        const at::Tensor probs =
-            nn::dropout(at::softmax(scores, -1, at::kFloat).to(q.scalar_type()), dropout_p, ctx);
-        const at::Tensor a = nn::merge_heads(at::matmul(probs, vr));  // [B, T, H*D]
+        const double scale = std::pow(static_cast<double>(c_.head_dim), -0.5);
+        at::Tensor a;  // [B, H, T, D]
+        if (sdpa) {
+          a = nn::sdpa_attention(q, k, v, bias, scale);
+        } else {
+          // repeat_kv: kv head j serves q heads j*groups .. j*groups + groups - 1.
+          const at::Tensor kr = k.repeat_interleave(groups, 1);  // [B, H, S+T, D]
+          const at::Tensor vr = v.repeat_interleave(groups, 1);
+          const at::Tensor scores = at::matmul(q, kr.transpose(-2, -1)) * scale + bias;
+          // Softmax in fp32, then back to the compute dtype (LLaMA's eager_attention_forward).
+          const at::Tensor probs =
+              nn::dropout(at::softmax(scores, -1, at::kFloat).to(q.scalar_type()), dropout_p, ctx);
+          a = at::matmul(probs, vr);
+        }
+        a = nn::merge_heads(a);  // [B, T, H*D]
         const at::Tensor y = x + nn::lora_linear(a, L.o_proj, ctx);
         const at::Tensor g = llama_rms_norm(y, L.post_attention_layernorm, c_.rms_norm_eps);
         const at::Tensor f =
@@ -278,6 +289,7 @@ class LlamaModel final : public CausalLM {
   std::vector<LlamaLayer> layers_;
   at::Tensor norm_;     // [C]
   nn::Linear lm_head_;  // [V, C]; its weight is embed_tokens_ when tied
+  nn::AttnImplementation attn_ = nn::AttnImplementation::kEager;
 };
 
 }  // namespace
@@ -401,6 +413,7 @@ std::unique_ptr<CausalLM> load_llama_family(const HfConfig& config, const std::s
   auto model =
       std::make_unique<LlamaModel>(LlamaConfig::from_hf_config(config), config_json_text(config, dir));
   model->load(dir, options.dtype);
+  model->set_attn_implementation(options.attn_implementation);
   return model;
 }
 

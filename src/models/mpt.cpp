@@ -16,6 +16,10 @@
 //    p pads sees its real keys at the same offsets from the last column as an unpadded row; the masked
 //    keys get finfo(float32).min folded into the bias, then finfo(model dtype).min again in the attention
 //    (llm-foundry passes the mask to both), and the causal mask uses finfo(model dtype).min.
+//  * attn_implementation sdpa: the same bias with the padding and causal masks folded in as finfo.min
+//    (sdpa_mask), cast to the compute dtype, through at::scaled_dot_product_attention with softmax_scale.
+//    llm-foundry's attn_impl "torch" is the eager form; sdpa agrees up to summation order (and, in bf16 /
+//    fp16, the rounding of the ALiBi table to that dtype, which eager keeps in float32).
 #include "qlora/models/mpt.h"
 
 #include <ATen/ATen.h>
@@ -169,6 +173,8 @@ class MptModel final : public CausalLM {
 
   // The ALiBi table stays float32, as llm-foundry keeps it.
   void to(at::ScalarType dtype) override { cast_parameters(named_parameters(), dtype); }
+  void set_attn_implementation(nn::AttnImplementation impl) override { attn_ = impl; }
+  nn::AttnImplementation attn_implementation() const override { return attn_; }
 
   CausalLmOutput forward(const CausalLmInputs& in, KvCache* cache, const nn::ForwardContext& ctx) override {
     const at::Tensor& ids = in.input_ids;  // [B, T]
@@ -199,21 +205,23 @@ class MptModel final : public CausalLM {
         in.attention_mask.defined() ? in.attention_mask.to(at::kBool).logical_not().view({B, 1, 1, s_k})
                                     : at::Tensor();
     const at::Tensor bias = attention_bias(in.segment_ids, key_masked, T, s_k);
+    const double attn_p = ctx.training ? c_.attn_pdrop : 0.0;
+    const at::Tensor mask =
+        nn::use_sdpa(attn_, attn_p, ctx) ? sdpa_mask(bias, key_masked, T, s_k) : at::Tensor();
 
     at::Tensor x = at::embedding(wte_, ids);  // [B, T, C]
     if (c_.learned_pos_emb) x = x + at::embedding(wpe_, learned_positions(in, S));
     x = nn::dropout(x, c_.emb_pdrop, ctx);
-    const double attn_p = ctx.training ? c_.attn_pdrop : 0.0;
     // Checkpointing only while training under grad mode (checkpoint_block checks the latter), never with
     // a cache: the recompute would write the cache twice.
     const bool checkpointing = ctx.gradient_checkpointing && ctx.training && cache == nullptr;
     for (size_t i = 0; i < blocks_.size(); ++i) {
       // One block x [B, T, C] -> [B, T, C]. The captured bias / mask (ALiBi, padding, segments) are
       // constants of the inputs; by value, since the recompute runs after forward has returned.
-      const auto block = [this, i, bias, key_masked, cache, attn_p, ctx](const at::Tensor& x) {
+      const auto block = [this, i, bias, key_masked, mask, cache, attn_p, ctx](const at::Tensor& x) {
         const MptBlock& b = blocks_[i];
         const at::Tensor a =
-            attention(b, nn::layer_norm(x, b.norm_1), bias, key_masked, cache, i, attn_p, ctx);
+            attention(b, nn::layer_norm(x, b.norm_1), bias, key_masked, mask, cache, i, attn_p, ctx);
         const at::Tensor y = x + nn::dropout(a, c_.resid_pdrop, ctx);
         const at::Tensor m = nn::layer_norm(y, b.norm_2);
         const at::Tensor n =
@@ -272,10 +280,32 @@ class MptModel final : public CausalLM {
     return bias;
   }
 
+  // The additive mask of the sdpa path: the bias (ALiBi, segments, padding as finfo(float32).min), then
+  // padding and the causal tril as finfo(float32).min, where the eager path masked_fills them into the
+  // scores. Float32 [1|B, H|1, T|1, s_k]; undefined when eager would add and mask nothing.
+  at::Tensor sdpa_mask(const at::Tensor& bias, const at::Tensor& key_masked, int64_t T, int64_t s_k) const {
+    const double min32 = static_cast<double>(std::numeric_limits<float>::lowest());
+    at::Tensor mask = bias;
+    if (key_masked.defined()) {
+      if (!mask.defined()) mask = at::zeros({1, 1, 1, s_k}, at::TensorOptions().dtype(at::kFloat));
+      mask = mask.masked_fill(key_masked, min32);
+    }
+    if (T > 1) {
+      const auto long_opts = at::TensorOptions().dtype(at::kLong).device(wte_.device());
+      const at::Tensor later =
+          at::arange(s_k, long_opts).view({1, s_k}).gt(at::arange(T, long_opts).view({T, 1}) + (s_k - T));
+      if (!mask.defined())
+        mask = at::zeros({1, 1, 1, s_k}, at::TensorOptions().dtype(at::kFloat).device(wte_.device()));
+      mask = mask.masked_fill(later.view({1, 1, T, s_k}), min32);
+    }
+    return mask;
+  }
+
   // GroupedQueryAttention + scaled_multihead_dot_product_attention. x: [B, T, C] -> [B, T, C].
+  // `sdpa_mask` defined: the sdpa path (bias and key_masked are then folded into it).
   at::Tensor attention(const MptBlock& b, const at::Tensor& x, const at::Tensor& bias,
-                       const at::Tensor& key_masked, KvCache* cache, size_t layer, double dropout_p,
-                       const nn::ForwardContext& ctx) const {
+                       const at::Tensor& key_masked, const at::Tensor& sdpa_mask, KvCache* cache,
+                       size_t layer, double dropout_p, const nn::ForwardContext& ctx) const {
     const int64_t C = c_.d_model, D = c_.head_dim(), KV = c_.kv_n_heads * D;
     at::Tensor qkv = nn::lora_linear(x, b.Wqkv, ctx);  // [B, T, C + 2 KV]
     if (c_.clip_qkv) qkv = qkv.clamp(-*c_.clip_qkv, *c_.clip_qkv);
@@ -289,6 +319,10 @@ class MptModel final : public CausalLM {
       }
       cache->keys[layer] = k;
       cache->values[layer] = v;
+    }
+    if (nn::use_sdpa(attn_, dropout_p, ctx)) {
+      const at::Tensor a = nn::sdpa_attention(q, k, v, sdpa_mask, c_.softmax_scale);  // [B, H, T, D]
+      return nn::lora_linear(nn::merge_heads(a), b.out_proj, ctx);
     }
     const int64_t T = q.size(2), s_k = k.size(2);
     if (c_.kv_n_heads > 1 &&
@@ -319,6 +353,7 @@ class MptModel final : public CausalLM {
   nn::LayerNorm norm_f_;
   nn::Linear lm_head_;  // [V, C] when not tied
   at::Tensor alibi_;    // float32 [1, H, 1, max_seq_len] when alibi
+  nn::AttnImplementation attn_ = nn::AttnImplementation::kEager;
 };
 
 // A flag that must keep its llm-foundry default for this implementation.
@@ -541,6 +576,7 @@ std::unique_ptr<CausalLM> load_mpt(const HfConfig& config, const std::string& di
                                    const CausalLmLoadOptions& options) {
   auto model = std::make_unique<MptModel>(MptConfig::from_hf_config(config), config_json_text(config, dir));
   model->load(dir, options.dtype);
+  model->set_attn_implementation(options.attn_implementation);
   return model;
 }
 

@@ -122,8 +122,15 @@ at::Tensor position_bias(const T5Model& model, const T5Stack& stack, int64_t Tq,
 
 // softmax(Q K^T + bias + mask) V without the 1/sqrt(D) scale (T5 folds it into the init).
 // q: [B, H, Tq, D]; k, v: [B, H, Tk, D]; bias, mask broadcastable to [B, H, Tq, Tk] or undefined.
+// sdpa: scale 1.0 and bias + mask as one additive mask (the position bias keeps its gradient: SDPA
+// then runs its math backend, the fused kernels having no mask gradient).
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
-                  const at::Tensor& mask, double dropout_p, const nn::ForwardContext& ctx) {
+                  const at::Tensor& mask, double dropout_p, nn::AttnImplementation impl,
+                  const nn::ForwardContext& ctx) {
+  if (nn::use_sdpa(impl, dropout_p, ctx)) {
+    const at::Tensor sum = !bias.defined() ? mask : !mask.defined() ? bias : bias + mask;
+    return nn::sdpa_attention(q, k, v, sum, 1.0);
+  }
   at::Tensor scores = at::matmul(q, k.transpose(2, 3));
   if (bias.defined()) scores = scores + bias;
   if (mask.defined()) scores = scores + mask;
@@ -382,9 +389,10 @@ at::Tensor encode(const T5Model& model, const at::Tensor& input_ids, const at::T
       const int64_t H = c.num_heads;
       const at::Tensor h = rms_norm(x, b.self_norm, c.layer_norm_epsilon);
       const T5Attention& a = b.self_attention;
-      const at::Tensor o = nn::merge_heads(
-          attend(heads(nn::lora_linear(h, a.q, ctx), H), heads(nn::lora_linear(h, a.k, ctx), H),
-                 heads(nn::lora_linear(h, a.v, ctx), H), in[1], key_mask, c.dropout_rate, ctx));
+      const at::Tensor o = nn::merge_heads(attend(heads(nn::lora_linear(h, a.q, ctx), H),
+                                                  heads(nn::lora_linear(h, a.k, ctx), H),
+                                                  heads(nn::lora_linear(h, a.v, ctx), H), in[1], key_mask,
+                                                  c.dropout_rate, c.attn_implementation, ctx));
       const at::Tensor y = clamp_fp16(x + nn::dropout(nn::lora_linear(o, a.o, ctx), c.dropout_rate, ctx));
       return ff_sublayer(y, model, b, ctx);
     };
@@ -470,14 +478,15 @@ at::Tensor decode(const T5Model& model, const at::Tensor& decoder_input_ids, T5K
         cache->k[i] = k = at::cat({cache->k[i], k}, 2);  // [B, H, past + T, D]
         cache->v[i] = v = at::cat({cache->v[i], v}, 2);
       }
-      at::Tensor o =
-          attend(heads(nn::lora_linear(h, sa.q, ctx), H), k, v, in[1], causal, c.dropout_rate, ctx);
+      at::Tensor o = attend(heads(nn::lora_linear(h, sa.q, ctx), H), k, v, in[1], causal, c.dropout_rate,
+                            c.attn_implementation, ctx);
       at::Tensor x = clamp_fp16(
           in[0] + nn::dropout(nn::lora_linear(nn::merge_heads(o), sa.o, ctx), c.dropout_rate, ctx));
 
       const T5Attention& ca = b.cross_attention;
       h = rms_norm(x, b.cross_norm, c.layer_norm_epsilon);
-      o = attend(heads(nn::lora_linear(h, ca.q, ctx), H), in[2], in[3], {}, enc_mask, c.dropout_rate, ctx);
+      o = attend(heads(nn::lora_linear(h, ca.q, ctx), H), in[2], in[3], {}, enc_mask, c.dropout_rate,
+                 c.attn_implementation, ctx);
       x = clamp_fp16(x + nn::dropout(nn::lora_linear(nn::merge_heads(o), ca.o, ctx), c.dropout_rate, ctx));
       return ff_sublayer(x, model, b, ctx);
     };

@@ -6,6 +6,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "qlora/core/error.h"
@@ -251,6 +252,7 @@ EncoderModel load_encoder(const EncoderConfig& config, const std::string& checkp
   }
 
   EncoderModel m = skeleton(config, options.head);
+  m.config.attn_implementation = options.attn_implementation;
   std::set<std::string> used;
   EncoderLoadReport local;
   local.prefix = prefix;
@@ -342,7 +344,10 @@ at::Tensor encode(const EncoderModel& model, const EncoderInputs& inputs, const 
       const at::Tensor q = nn::split_heads(nn::lora_linear(x, L.query, ctx), c.num_heads);  // [B, H, T, D]
       const at::Tensor k = nn::split_heads(nn::lora_linear(x, L.key, ctx), c.num_heads);
       const at::Tensor v = nn::split_heads(nn::lora_linear(x, L.value, ctx), c.num_heads);
-      const at::Tensor a = nn::merge_heads(nn::eager_attention(q, k, v, bias, c.attention_dropout, ctx));
+      // transformers multiplies by head_dim**-0.5 (a Python float) rather than dividing by sqrt(D).
+      const double scale = std::pow(static_cast<double>(c.head_dim()), -0.5);
+      const at::Tensor a = nn::merge_heads(
+          nn::attention(q, k, v, bias, c.attention_dropout, scale, c.attn_implementation, ctx));
       const at::Tensor h =
           nn::layer_norm(nn::dropout(nn::lora_linear(a, L.attention_output, ctx), c.hidden_dropout, ctx) + x,
                          L.attention_norm);

@@ -125,6 +125,8 @@ QaTrainTask::QaTrainTask(const config::RunConfig& config) : config_(config) {
   const ops::DeviceInfo device = training_device(config_);
   log::info("device: " + ops::device_summary(device));
   qa_ = load_qa_model(config_.model.path, config_.model.tokenizer, "", training_dtype(config_, device));
+  qa_.model->config.attn_implementation =
+      nn::parse_attn_implementation(config_.model.attn_implementation, "model.attn_implementation");
   for (const auto& p : qa_.view.parameters) total_params_ += p.second->numel();
   apply_quantization(config_, qa_.view);
 

@@ -134,6 +134,8 @@ Seq2SeqTrainTask::Seq2SeqTrainTask(const config::RunConfig& config) : config_(co
   const ops::DeviceInfo device = training_device(config_);
   log::info("device: " + ops::device_summary(device));
   t5_ = load_t5_bundle(config_.model.path, config_.model.tokenizer, "", training_dtype(config_, device));
+  t5_.model->config.attn_implementation =
+      nn::parse_attn_implementation(config_.model.attn_implementation, "model.attn_implementation");
   for (const auto& p : t5_.view.parameters) total_params_ += p.second->numel();
   apply_quantization(config_, t5_.view);
   if (config_.adapter.type == "lora") {

@@ -151,6 +151,8 @@ SftTrainTask::SftTrainTask(const config::RunConfig& config) : config_(config) {
   device_ = device.device;
   lm_ =
       load_causal_lm_bundle(config_.model.path, config_.model.tokenizer, "", training_dtype(config_, device));
+  lm_.model->set_attn_implementation(
+      nn::parse_attn_implementation(config_.model.attn_implementation, "model.attn_implementation"));
   const int64_t max_len = lm_.model->max_sequence_length();
   if (max_len > 0 && config_.data.max_seq_length > max_len)
     fail("config key 'data.max_seq_length' is " + std::to_string(config_.data.max_seq_length) + " but " +

@@ -81,6 +81,14 @@ TEST(RunConfig, BadChoiceSuggests) {
   EXPECT_NE(msg.find("did you mean 'cosine'"), std::string::npos) << msg;
 }
 
+TEST(RunConfig, AttnImplementationDefaultsToSdpaAndRejectsOthers) {
+  EXPECT_EQ(load_run_config("", {}).model.attn_implementation, "sdpa");
+  EXPECT_EQ(load_run_config("", {"model.attn_implementation=eager"}).model.attn_implementation, "eager");
+  const auto msg = error_of([] { load_run_config("", {"model.attn_implementation=flash"}); });
+  EXPECT_NE(msg.find("model.attn_implementation"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'flash' is not one of sdpa, eager"), std::string::npos) << msg;
+}
+
 TEST(RunConfig, OverrideUnknownKeyAndMissingEquals) {
   EXPECT_NE(error_of([] { load_run_config("", {"train.seeds=3"}); }).find("did you mean 'train.seed'"),
             std::string::npos);

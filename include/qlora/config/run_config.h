@@ -15,6 +15,8 @@ struct ModelSection {
   std::string tokenizer;        // tokenizer folder; empty = model.path
   std::string family = "auto";  // auto (from config.json model_type), xlmr, t5, llama, mpt
   std::string dtype = "fp32";   // compute dtype: auto (by device), fp32, bf16, fp16
+  // attention: sdpa (at::scaled_dot_product_attention) or eager (transformers' reference form)
+  std::string attn_implementation = "sdpa";
 };
 
 struct TaskSection {

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "qlora/nn/attention.h"
 #include "qlora/nn/lora_linear.h"
 
 namespace qlora::models {
@@ -89,10 +90,16 @@ class CausalLM {
   // Casts every base tensor (not the adapters) to `dtype`.
   virtual void to(at::ScalarType dtype) = 0;
   virtual at::ScalarType dtype() const = 0;
+
+  // How forward computes attention (nn/attention.h); eager and sdpa agree up to summation order.
+  virtual void set_attn_implementation(nn::AttnImplementation impl) = 0;
+  virtual nn::AttnImplementation attn_implementation() const = 0;
 };
 
 struct CausalLmLoadOptions {
   at::ScalarType dtype = at::kFloat;  // compute/storage dtype of the base weights after loading
+  // eager: transformers' reference form (the parity fixtures'); the run config, infer and eval pick sdpa.
+  nn::AttnImplementation attn_implementation = nn::AttnImplementation::kEager;
 };
 
 // Loads config.json + the (sharded) safetensors checkpoint of `dir`, choosing the family from

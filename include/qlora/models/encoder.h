@@ -14,6 +14,7 @@
 
 #include "qlora/io/hf_config.h"
 #include "qlora/nn/activation.h"
+#include "qlora/nn/attention.h"
 #include "qlora/nn/lora_linear.h"
 #include "qlora/nn/norm.h"
 
@@ -50,6 +51,8 @@ struct EncoderConfig {
   int64_t num_labels = 2;           // classification outputs
   ProblemType problem_type = ProblemType::kSingleLabel;  // num_labels == 1 without problem_type: regression
   double initializer_range = 0.02;  // std of the normal init of a head missing from the checkpoint
+  // Not in config.json: how encode computes attention (load option; eager = the fixtures' form).
+  nn::AttnImplementation attn_implementation = nn::AttnImplementation::kEager;
 
   // Reads config.json. Throws Error naming the file and key for unsupported model types,
   // activations or position_embedding_type != "absolute".
@@ -111,6 +114,8 @@ std::vector<EncoderTensorInfo> encoder_tensor_table(const EncoderConfig& config,
 struct EncoderLoadOptions {
   EncoderHead head = EncoderHead::kNone;
   uint64_t init_seed = 42;  // seeds the init of a head missing from the checkpoint
+  // Copied into EncoderConfig::attn_implementation; eager = transformers' reference form.
+  nn::AttnImplementation attn_implementation = nn::AttnImplementation::kEager;
 };
 
 struct EncoderLoadReport {

@@ -14,6 +14,7 @@
 
 #include "qlora/io/hf_config.h"
 #include "qlora/nn/activation.h"
+#include "qlora/nn/attention.h"
 #include "qlora/nn/lora_linear.h"
 
 namespace qlora::models {
@@ -38,6 +39,8 @@ struct T5Config {
   int64_t pad_token_id = 0;
   int64_t eos_token_id = 1;
   int64_t decoder_start_token_id = 0;  // shift_right's first token (= pad in every T5 checkpoint)
+  // Not in config.json: how attention is computed (eager = the parity fixtures' form; set after load).
+  nn::AttnImplementation attn_implementation = nn::AttnImplementation::kEager;
 
   // Reads config.json as transformers 5.17 does: feed_forward_proj "ACT" or "gated-ACT"; the lm input is
   // rescaled for model_type t5 unless tie_word_embeddings is false (or a saved scale_decoder_outputs
