@@ -4,8 +4,9 @@
 //   bench_causal_lm --mode train --model /tmp/qlora-bench/llama-small --batch 4 --seq 256
 //   bench_causal_lm --mode generate --model /tmp/qlora-bench/llama-small --prompt 256 --new 64
 //
-// train: one LoRA SFT step (r 16 on q_proj, v_proj, CAUSAL_LM) as SftTrainTask runs it: forward +
-// causal_lm_loss_sum / count + backward + clip_grad_norm + AdamW + zero_grad.
+// train: one LoRA SFT step (r 16 on q_proj, v_proj, CAUSAL_LM) as SftTrainTask runs it: hidden states +
+// causal_lm_loss_sum (lm_head + cross entropy in chunks of --loss-chunk tokens) / count + backward +
+// clip_grad_norm + AdamW + zero_grad.
 // generate: prefill of one prompt on an empty KV cache (timed alone), then infer::generate greedy with
 // no eos id, so that every run emits exactly --new tokens.
 #include <ATen/ATen.h>
@@ -50,6 +51,7 @@ struct BenchOptions {
   int64_t steps = 3;           // timed iterations
   int64_t threads = 0;         // at::set_num_threads; 0 keeps libtorch's default
   uint64_t seed = 1234;        // inputs, LoRA init and dropout
+  int64_t loss_chunk = 512;    // train.loss_chunk_tokens (0: the head on all tokens at once)
   double lr = 2e-4;
   double weight_decay = 0.0;  // transformers' TrainingArguments default
   double max_grad_norm = 1.0;
@@ -86,9 +88,9 @@ Json run_train(const BenchOptions& o) {
   double first_loss = 0;
   for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
     const auto t0 = Clock::now();
-    const models::CausalLmOutput out = model->forward({input_ids, attention_mask, {}, {}}, nullptr, ctx);
-    auto [sum, count] = tasks::causal_lm_loss_sum(out.logits, input_ids);
-    const at::Tensor loss = sum / static_cast<double>(count);
+    const auto lm_loss =
+        tasks::causal_lm_loss_sum(*model, {input_ids, attention_mask, {}, {}}, input_ids, o.loss_chunk, ctx);
+    const at::Tensor loss = lm_loss.sum / static_cast<double>(lm_loss.count);
     loss.backward();
     train::clip_grad_norm(params, o.max_grad_norm);
     optimizer.step(o.lr);
@@ -108,6 +110,7 @@ Json run_train(const BenchOptions& o) {
   out["seq"] = T;
   out["warmup"] = o.warmup;
   out["steps"] = o.steps;
+  out["loss_chunk"] = o.loss_chunk;
   out["threads"] = at::get_num_threads();
   out["tokens_per_s"] = 1000.0 * static_cast<double>(B * T) / med_ms;
   out["median_ms"] = med_ms;
@@ -203,6 +206,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "intra-op threads; 0 = libtorch's default")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", o.seed, "seed of the inputs, the LoRA init and dropout");
+  app.add_option("--loss-chunk", o.loss_chunk, "train: train.loss_chunk_tokens (0: no chunking)")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));

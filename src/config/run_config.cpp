@@ -107,6 +107,9 @@ Schema bind_schema(RunConfig& c) {
       "cpu, cuda or cuda:N");
   s.add_bool("train.gradient_checkpointing", &c.train.gradient_checkpointing,
              "recompute each block's activations in backward to save memory");
+  s.add_int("train.loss_chunk_tokens", &c.train.loss_chunk_tokens,
+            "causal_lm / seq2seq: labelled tokens per lm_head + cross-entropy chunk, recomputed in "
+            "backward so only chunk x vocab logits exist at once (0: no chunking)");
   s.add_choice("train.optim", &c.train.optim,
                {"adamw_torch", "paged_adamw_32bit", "adamw_8bit", "paged_adamw_8bit"},
                "optimizer: AdamW, paged (CPU-offloadable) states, 8-bit states");
@@ -147,6 +150,7 @@ void validate(const RunConfig& c) {
   require(c.train.adam_beta1 >= 0 && c.train.adam_beta1 < 1, "train.adam_beta1", "must be in [0, 1)");
   require(c.train.adam_beta2 >= 0 && c.train.adam_beta2 < 1, "train.adam_beta2", "must be in [0, 1)");
   require(c.train.logging_steps > 0, "train.logging_steps", "must be positive");
+  require(c.train.loss_chunk_tokens >= 0, "train.loss_chunk_tokens", "must be non-negative (0: no chunking)");
   require(c.data.max_target_length > 0, "data.max_target_length", "must be positive");
   require(c.generation.max_new_tokens > 0, "generation.max_new_tokens", "must be positive");
   require(c.generation.num_beams >= 1, "generation.num_beams", "must be at least 1");

@@ -202,7 +202,7 @@ class LlamaModel final : public CausalLM {
     if (c_.tie_word_embeddings) lm_head_.base.weight = embed_tokens_;
   }
 
-  CausalLmOutput forward(const CausalLmInputs& in, KvCache* cache, const nn::ForwardContext& ctx) override {
+  at::Tensor hidden_states(const CausalLmInputs& in, KvCache* cache, const nn::ForwardContext& ctx) override {
     const at::Tensor& ids = in.input_ids;  // [B, T]
     if (!ids.defined() || ids.dim() != 2) fail(c_.model_type + " forward: input_ids must be [B, T]");
     const int64_t B = ids.size(0), T = ids.size(1);
@@ -278,8 +278,11 @@ class LlamaModel final : public CausalLM {
       // The model (its layers) must outlive the backward pass, as it does in training.
       x = checkpointing ? nn::checkpoint_block(layer, x, ctx) : layer(x);
     }
-    x = llama_rms_norm(x, norm_, c_.rms_norm_eps);
-    return {nn::lora_linear(x, lm_head_, ctx)};  // [B, T, V]
+    return llama_rms_norm(x, norm_, c_.rms_norm_eps);  // [B, T, C]
+  }
+
+  at::Tensor output_head(const at::Tensor& x, const nn::ForwardContext& ctx) override {
+    return nn::lora_linear(x, lm_head_, ctx);  // [..., V]
   }
 
  private:

@@ -176,7 +176,7 @@ class MptModel final : public CausalLM {
   void set_attn_implementation(nn::AttnImplementation impl) override { attn_ = impl; }
   nn::AttnImplementation attn_implementation() const override { return attn_; }
 
-  CausalLmOutput forward(const CausalLmInputs& in, KvCache* cache, const nn::ForwardContext& ctx) override {
+  at::Tensor hidden_states(const CausalLmInputs& in, KvCache* cache, const nn::ForwardContext& ctx) override {
     const at::Tensor& ids = in.input_ids;  // [B, T]
     if (!ids.defined() || ids.dim() != 2) fail("mpt forward: input_ids must be [B, T]");
     const int64_t B = ids.size(0), T = ids.size(1);
@@ -231,11 +231,14 @@ class MptModel final : public CausalLM {
       // The model (its blocks) must outlive the backward pass, as it does in training.
       x = checkpointing ? nn::checkpoint_block(block, x, ctx) : block(x);
     }
-    x = nn::layer_norm(x, norm_f_);
+    return nn::layer_norm(x, norm_f_);  // [B, T, C]
+  }
+
+  at::Tensor output_head(const at::Tensor& x, const nn::ForwardContext& ctx) override {
     at::Tensor logits =
-        c_.tie_word_embeddings ? at::linear(x, wte_) : nn::lora_linear(x, lm_head_, ctx);  // [B, T, V]
+        c_.tie_word_embeddings ? at::linear(x, wte_) : nn::lora_linear(x, lm_head_, ctx);  // [..., V]
     if (c_.logit_scale) logits = logits * *c_.logit_scale;
-    return {logits};
+    return logits;
   }
 
  private:

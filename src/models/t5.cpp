@@ -175,11 +175,6 @@ at::Tensor ff_sublayer(const at::Tensor& x, const T5Model& model, const T5Block&
 // Blocks are checkpointed while training under grad mode (checkpoint_block checks the latter).
 bool checkpointing(const nn::ForwardContext& ctx) { return ctx.gradient_checkpointing && ctx.training; }
 
-at::Tensor lm_logits(const T5Model& model, at::Tensor x, const nn::ForwardContext& ctx) {
-  if (model.config.scale_decoder_outputs) x = x * std::pow(static_cast<double>(model.config.d_model), -0.5);
-  return nn::lora_linear(x, model.lm_head, ctx);
-}
-
 }  // namespace
 
 T5Config T5Config::from_hf_config(const HfConfig& hf) {
@@ -432,10 +427,11 @@ void T5KVCache::reorder(const at::Tensor& rows) {
 
 namespace {
 
-// The decoder over new tokens; `cache` nullptr in training (seq2seq_forward): nothing cached, and the
-// blocks may be checkpointed.
-at::Tensor decode(const T5Model& model, const at::Tensor& decoder_input_ids, T5KVCache* cache,
-                  const T5CrossKV& cross, const at::Tensor& encoder_mask, const nn::ForwardContext& ctx) {
+// The decoder over new tokens up to its final norm (and dropout): [B, T, C]; `cache` nullptr in training
+// (seq2seq_forward): nothing cached, and the blocks may be checkpointed.
+at::Tensor decode_hidden(const T5Model& model, const at::Tensor& decoder_input_ids, T5KVCache* cache,
+                         const T5CrossKV& cross, const at::Tensor& encoder_mask,
+                         const nn::ForwardContext& ctx) {
   const T5Config& c = model.config;
   if (!decoder_input_ids.defined() || decoder_input_ids.dim() != 2) {
     fail("t5 decode_step: decoder_input_ids must be [B, T]");
@@ -494,16 +490,22 @@ at::Tensor decode(const T5Model& model, const at::Tensor& decoder_input_ids, T5K
     // Never with a cache: the recompute would append to it twice. The model outlives the backward.
     x = cache == nullptr && checkpointing(ctx) ? nn::checkpoint_block(block, in, ctx) : block(in);
   }
-  x = nn::dropout(rms_norm(x, model.decoder.final_norm, c.layer_norm_epsilon), c.dropout_rate, ctx);
-  return lm_logits(model, x, ctx);  // [B, T, V]
+  return nn::dropout(rms_norm(x, model.decoder.final_norm, c.layer_norm_epsilon), c.dropout_rate, ctx);
 }
 
 }  // namespace
 
+at::Tensor output_head(const T5Model& model, const at::Tensor& hidden, const nn::ForwardContext& ctx) {
+  const at::Tensor x = model.config.scale_decoder_outputs
+                           ? hidden * std::pow(static_cast<double>(model.config.d_model), -0.5)
+                           : hidden;
+  return nn::lora_linear(x, model.lm_head, ctx);  // [..., V]
+}
+
 at::Tensor decode_step(const T5Model& model, const at::Tensor& decoder_input_ids, T5KVCache& cache,
                        const T5CrossKV& cross, const at::Tensor& encoder_mask,
                        const nn::ForwardContext& ctx) {
-  return decode(model, decoder_input_ids, &cache, cross, encoder_mask, ctx);
+  return output_head(model, decode_hidden(model, decoder_input_ids, &cache, cross, encoder_mask, ctx), ctx);
 }
 
 at::Tensor shift_right(const at::Tensor& labels, const T5Config& config) {
@@ -514,17 +516,22 @@ at::Tensor shift_right(const at::Tensor& labels, const T5Config& config) {
   return shifted.masked_fill_(shifted == -100, config.pad_token_id);
 }
 
-Seq2SeqOutput seq2seq_forward(const T5Model& model, const Seq2SeqInputs& inputs,
-                              const nn::ForwardContext& ctx) {
+at::Tensor seq2seq_hidden_states(const T5Model& model, const Seq2SeqInputs& inputs,
+                                 const nn::ForwardContext& ctx) {
   at::Tensor decoder_ids = inputs.decoder_input_ids;
   if (!decoder_ids.defined()) {
     if (!inputs.labels.defined()) fail("t5 seq2seq_forward: neither labels nor decoder_input_ids given");
     decoder_ids = shift_right(inputs.labels, model.config);
   }
   const at::Tensor hidden = encode(model, inputs.input_ids, inputs.attention_mask, ctx);
+  return decode_hidden(model, decoder_ids, nullptr, precompute_cross_kv(model, hidden, ctx),
+                       inputs.attention_mask, ctx);
+}
+
+Seq2SeqOutput seq2seq_forward(const T5Model& model, const Seq2SeqInputs& inputs,
+                              const nn::ForwardContext& ctx) {
   Seq2SeqOutput out;
-  out.logits = decode(model, decoder_ids, nullptr, precompute_cross_kv(model, hidden, ctx),
-                      inputs.attention_mask, ctx);
+  out.logits = output_head(model, seq2seq_hidden_states(model, inputs, ctx), ctx);
   if (inputs.labels.defined()) {
     const int64_t V = out.logits.size(-1);
     out.loss = at::cross_entropy_loss(out.logits.reshape({-1, V}), inputs.labels.reshape({-1}).to(at::kLong),

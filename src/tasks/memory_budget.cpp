@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <string>
 
 #include "qlora/peft/lora_config.h"
 #include "qlora/peft/target_match.h"
@@ -185,9 +186,15 @@ MemoryBudget memory_budget(const config::RunConfig& cfg, const models::ModelShap
   }
   m.components.push_back({"activations", acts, note});
   if (!s.output_embeddings.empty()) {
+    // The loss runs the head on chunks of at most train.loss_chunk_tokens label tokens (nn/lm_loss.h),
+    // recomputed in backward: only one chunk's logits exist at once.
     const int64_t Tl = s.family == "t5" ? cfg.data.max_target_length : T;
-    m.components.push_back(
-        {"logits", B * Tl * s.vocab * 4 * 3, "fp32 logits, log-softmax and their gradient"});
+    const int64_t chunk = cfg.train.loss_chunk_tokens;
+    const int64_t rows = chunk > 0 ? std::min(chunk, B * Tl) : B * Tl;
+    m.components.push_back({"logits", rows * s.vocab * 4 * 3,
+                            "fp32 logits, log-softmax and their gradient of " +
+                                (rows < B * Tl ? std::to_string(rows) + " tokens (train.loss_chunk_tokens)"
+                                               : std::to_string(rows) + " tokens (the micro batch)")});
   }
   if (cfg.train.device != "cpu")
     m.components.push_back({"cuda_runtime", int64_t{600} << 20, "CUDA context + cuBLAS workspace (typical)"});

@@ -129,6 +129,18 @@ std::vector<std::string> generate_texts(const T5Bundle& t5, const std::vector<Se
   return texts;
 }
 
+nn::LmLossSum seq2seq_loss_sum(const models::T5Model& model, const models::Seq2SeqInputs& inputs,
+                               int64_t chunk_tokens, const nn::ForwardContext& ctx) {
+  if (!inputs.labels.defined()) fail("seq2seq_loss_sum: labels are required");
+  const at::Tensor hidden = models::seq2seq_hidden_states(model, inputs, ctx);  // [B, T, C]
+  const models::T5Model* m = &model;  // the model outlives the backward that reruns the head
+  const nn::OutputHead head = [m, ctx](const at::Tensor& x) { return models::output_head(*m, x, ctx); };
+  nn::LmLossOptions options;
+  options.chunk_tokens = chunk_tokens;
+  options.upcast = false;
+  return nn::lm_loss_sum(hidden, inputs.labels, head, options, ctx);
+}
+
 Seq2SeqTrainTask::Seq2SeqTrainTask(const config::RunConfig& config) : config_(config) {
   if (config_.data.train_file.empty()) fail("config key 'data.train_file' is required to train");
   const ops::DeviceInfo device = training_device(config_);
@@ -171,8 +183,10 @@ train::MicroBatchLoss Seq2SeqTrainTask::train_loss(const std::vector<size_t>& in
   const at::Tensor ids = padded(src, t5_.model->config.pad_token_id, &mask).to(device);
   mask = mask.to(device);
   const at::Tensor labels = padded(tgt, kIgnore, nullptr).to(device);
-  const auto out = models::seq2seq_forward(*t5_.model, {ids, mask, labels, {}}, ctx);
-  return {out.loss, mask.sum().item<int64_t>() + labels.ne(kIgnore).sum().item<int64_t>()};
+  const auto loss =
+      seq2seq_loss_sum(*t5_.model, {ids, mask, labels, {}}, config_.train.loss_chunk_tokens, ctx);
+  return {loss.sum / static_cast<double>(std::max<int64_t>(loss.count, 1)),
+          mask.sum().item<int64_t>() + loss.count};
 }
 
 Json Seq2SeqTrainTask::evaluate() {
@@ -192,10 +206,10 @@ Json Seq2SeqTrainTask::evaluate() {
     const at::Tensor ids = padded(src, t5_.model->config.pad_token_id, &mask).to(device);
     mask = mask.to(device);
     const at::Tensor labels = padded(tgt, kIgnore, nullptr).to(device);
-    const auto out = models::seq2seq_forward(*t5_.model, {ids, mask, labels, {}}, {});
-    const int64_t n = labels.ne(kIgnore).sum().item<int64_t>();
-    total += out.loss.item<double>() * static_cast<double>(n);
-    count += n;
+    const auto loss =
+        seq2seq_loss_sum(*t5_.model, {ids, mask, labels, {}}, config_.train.loss_chunk_tokens, {});
+    total += loss.sum.item<double>();
+    count += loss.count;
   }
   Json result = {{"loss", count ? total / static_cast<double>(count) : 0.0}};
   std::string metric = config_.generation.metric == "auto" ? "rouge" : config_.generation.metric;

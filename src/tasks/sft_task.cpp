@@ -88,14 +88,22 @@ SftBatch on_device(SftBatch batch, c10::Device device) {
 }
 
 std::pair<at::Tensor, int64_t> causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels) {
-  // Position t predicts token t + 1 (transformers' ForCausalLMLoss shifts the labels left).
-  const int64_t V = logits.size(-1);
-  const at::Tensor shift_logits = logits.slice(1, 0, logits.size(1) - 1).reshape({-1, V}).to(at::kFloat);
-  const at::Tensor shift_labels = labels.slice(1, 1).reshape({-1});
-  const int64_t count = shift_labels.ne(data::kIgnoreIndex).sum().item<int64_t>();
-  const at::Tensor sum =
-      at::cross_entropy_loss(shift_logits, shift_labels, {}, at::Reduction::Sum, data::kIgnoreIndex);
-  return {sum, count};
+  // Position t predicts token t + 1: the labels are shifted (transformers' ForCausalLMLoss pads them),
+  // the logits are neither sliced nor copied whole; only the label positions' rows are upcast.
+  const auto identity = [](const at::Tensor& x) { return x; };
+  const nn::LmLossSum loss = nn::lm_loss_sum(logits, nn::shift_labels_left(labels), identity, {}, {});
+  return {loss.sum, loss.count};
+}
+
+nn::LmLossSum causal_lm_loss_sum(models::CausalLM& model, const models::CausalLmInputs& inputs,
+                                 const at::Tensor& labels, int64_t chunk_tokens,
+                                 const nn::ForwardContext& ctx) {
+  const at::Tensor hidden = model.hidden_states(inputs, nullptr, ctx);  // [B, T, C]
+  models::CausalLM* m = &model;  // the model outlives the backward that reruns the head
+  const nn::OutputHead head = [m, ctx](const at::Tensor& x) { return m->output_head(x, ctx); };
+  nn::LmLossOptions options;
+  options.chunk_tokens = chunk_tokens;
+  return nn::lm_loss_sum(hidden, nn::shift_labels_left(labels), head, options, ctx);
 }
 
 namespace {
@@ -192,9 +200,8 @@ train::MicroBatchLoss SftTrainTask::train_loss(const std::vector<size_t>& indice
   in.input_ids = batch.input_ids;
   in.attention_mask = batch.attention_mask;
   in.segment_ids = batch.segment_ids;
-  const auto out = lm_.model->forward(in, nullptr, ctx);
-  auto [sum, count] = causal_lm_loss_sum(out.logits, batch.labels);
-  return {sum / static_cast<double>(std::max<int64_t>(count, 1)), batch.tokens};
+  const auto loss = causal_lm_loss_sum(*lm_.model, in, batch.labels, config_.train.loss_chunk_tokens, ctx);
+  return {loss.sum / static_cast<double>(std::max<int64_t>(loss.count, 1)), batch.tokens};
 }
 
 Json SftTrainTask::evaluate() {
@@ -212,10 +219,10 @@ Json SftTrainTask::evaluate() {
     in.input_ids = batch.input_ids;
     in.attention_mask = batch.attention_mask;
     in.segment_ids = batch.segment_ids;
-    const auto out = lm_.model->forward(in, nullptr, nn::ForwardContext{});
-    const auto [sum, n] = causal_lm_loss_sum(out.logits, batch.labels);
-    total += sum.item<double>();
-    count += n;
+    const auto loss = causal_lm_loss_sum(*lm_.model, in, batch.labels, config_.train.loss_chunk_tokens,
+                                         nn::ForwardContext{});
+    total += loss.sum.item<double>();
+    count += loss.count;
   }
   const double loss = count ? total / static_cast<double>(count) : 0.0;
   return {{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", count}};

@@ -123,6 +123,10 @@ TEST(RunConfig, CrossFieldValidation) {
               load_run_config("", {"quantization.load_in_4bit=true", "quantization.load_in_8bit=true"});
             }).find("load_in_8bit"),
             std::string::npos);
+  EXPECT_NE(
+      error_of([] { load_run_config("", {"train.loss_chunk_tokens=-1"}); }).find("train.loss_chunk_tokens"),
+      std::string::npos);
+  EXPECT_EQ(load_run_config("", {"train.loss_chunk_tokens=0"}).train.loss_chunk_tokens, 0);  // 0: off
 }
 
 TEST(RunConfig, ShippedConfigsLoad) {

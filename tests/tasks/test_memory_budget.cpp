@@ -61,6 +61,22 @@ TEST(MemoryBudget, GradientCheckpointingShrinksActivations) {
   EXPECT_LT(component(with, "activations") * 4, component(without, "activations"));
 }
 
+// The loss runs lm_head on chunks of train.loss_chunk_tokens label tokens (nn/lm_loss.h): the logits
+// component is one chunk's fp32 logits, log-softmax and gradient, not the micro batch's.
+TEST(MemoryBudget, LossChunkingBoundsTheLogits) {
+  auto cfg = qlora_7b_config();
+  const auto shape = models::model_shape(HfConfig::load(cfg.model.path));
+  ASSERT_EQ(cfg.train.loss_chunk_tokens, 512);  // the default
+  EXPECT_EQ(component(memory_budget(cfg, shape), "logits"), 512LL * 32000 * 4 * 3);
+  cfg.train.loss_chunk_tokens = 0;  // off: every token of the micro batch (1 x 1024)
+  EXPECT_EQ(component(memory_budget(cfg, shape), "logits"), 1024LL * 32000 * 4 * 3);
+  cfg.train.loss_chunk_tokens = 4096;  // larger than the micro batch: the micro batch
+  EXPECT_EQ(component(memory_budget(cfg, shape), "logits"), 1024LL * 32000 * 4 * 3);
+  cfg.train.loss_chunk_tokens = 128;
+  cfg.train.micro_batch_size = 4;
+  EXPECT_EQ(component(memory_budget(cfg, shape), "logits"), 128LL * 32000 * 4 * 3);
+}
+
 TEST(MemoryBudget, FullFineTuneTrainsEveryParameter) {
   auto cfg = qlora_7b_config();
   cfg.adapter.type = "full";

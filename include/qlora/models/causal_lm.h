@@ -73,8 +73,18 @@ class CausalLM {
 
   // Runs the new tokens; with `cache` non-null, attends to the cached tokens first and appends the
   // new keys/values to it. ctx.training enables dropout (when the config has any).
-  virtual CausalLmOutput forward(const CausalLmInputs& inputs, KvCache* cache,
-                                 const nn::ForwardContext& ctx) = 0;
+  // = output_head(hidden_states(...)).
+  CausalLmOutput forward(const CausalLmInputs& inputs, KvCache* cache, const nn::ForwardContext& ctx) {
+    return {output_head(hidden_states(inputs, cache, ctx), ctx)};
+  }
+  // forward without the output head: the final hidden states [B, T, C] (after the last norm), in the
+  // model's dtype. Training losses run the head on chunks of them (nn/lm_loss.h) so that the [B, T, V]
+  // logits never exist.
+  virtual at::Tensor hidden_states(const CausalLmInputs& inputs, KvCache* cache,
+                                   const nn::ForwardContext& ctx) = 0;
+  // The output head: hidden [..., C] -> logits [..., V] (lm_head with its LoRA; MPT's tied head and
+  // logit_scale). Depends on nothing but `hidden` and the weights, so it may be rerun in backward.
+  virtual at::Tensor output_head(const at::Tensor& hidden, const nn::ForwardContext& ctx) = 0;
 
   // HF module path -> projection, model order ("model.layers.0.self_attn.q_proj", "lm_head"), for
   // PEFT target matching, adapter keys and merging.

@@ -163,5 +163,12 @@ struct Seq2SeqOutput {
 // T5ForConditionalGeneration.forward.
 Seq2SeqOutput seq2seq_forward(const T5Model& model, const Seq2SeqInputs& inputs,
                               const nn::ForwardContext& ctx);
+// seq2seq_forward up to the decoder's final norm and dropout: [B, T, C], the input of output_head.
+// Training losses run the head on chunks of it (nn/lm_loss.h), so that [B, T, V] never exists.
+at::Tensor seq2seq_hidden_states(const T5Model& model, const Seq2SeqInputs& inputs,
+                                 const nn::ForwardContext& ctx);
+// The output head: hidden [..., C] -> logits [..., V]: lm_head (with its LoRA) after the d_model**-0.5
+// rescale of scale_decoder_outputs.
+at::Tensor output_head(const T5Model& model, const at::Tensor& hidden, const nn::ForwardContext& ctx);
 
 }  // namespace qlora::models

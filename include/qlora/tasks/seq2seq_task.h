@@ -10,6 +10,7 @@
 #include "qlora/config/run_config.h"
 #include "qlora/core/jsonl.h"
 #include "qlora/models/t5.h"
+#include "qlora/nn/lm_loss.h"
 #include "qlora/peft/lora_model.h"
 #include "qlora/tokenizer/tokenizer.h"
 #include "qlora/train/trainer.h"
@@ -46,6 +47,13 @@ std::vector<Seq2SeqSample> read_seq2seq_samples(const std::string& path, const c
 // Generates for every sample (batched) and returns the decoded texts (special tokens skipped).
 std::vector<std::string> generate_texts(const T5Bundle& t5, const std::vector<Seq2SeqSample>& samples,
                                         const config::GenerationSection& generation, int64_t batch_size);
+
+// seq2seq_forward's loss as a sum over the label tokens (labels != -100) and their count, without
+// [B, T, V] logits: the decoder's hidden states, then the output head on chunks of `chunk_tokens` label
+// tokens recomputed in backward (0 = all at once; nn/lm_loss.h). Cross entropy in the head's dtype, as
+// T5ForConditionalGeneration. inputs.labels is required.
+nn::LmLossSum seq2seq_loss_sum(const models::T5Model& model, const models::Seq2SeqInputs& inputs,
+                               int64_t chunk_tokens, const nn::ForwardContext& ctx);
 
 class Seq2SeqTrainTask : public train::TrainTask {
  public:

@@ -13,6 +13,7 @@
 #include "qlora/data/sft.h"
 #include "qlora/models/causal_lm.h"
 #include "qlora/models/quantize.h"
+#include "qlora/nn/lm_loss.h"
 #include "qlora/peft/lora_model.h"
 #include "qlora/tokenizer/tokenizer.h"
 #include "qlora/train/trainer.h"
@@ -51,7 +52,15 @@ SftBatch collate_sft(const std::vector<const data::SftSample*>& samples, int64_t
 SftBatch on_device(SftBatch batch, c10::Device device);
 
 // Sum of next-token cross-entropy over label tokens, and their count: logits [B, T, V], labels [B, T].
+// For logits that exist anyway (the training loss below never makes them).
 std::pair<at::Tensor, int64_t> causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels);
+
+// The same from the model's inputs without [B, T, V] logits: the final hidden states, the labels
+// shifted left, and the output head on chunks of `chunk_tokens` label tokens recomputed in backward
+// (0 = all at once; nn/lm_loss.h). labels [B, T].
+nn::LmLossSum causal_lm_loss_sum(models::CausalLM& model, const models::CausalLmInputs& inputs,
+                                 const at::Tensor& labels, int64_t chunk_tokens,
+                                 const nn::ForwardContext& ctx);
 
 class SftTrainTask : public train::TrainTask {
  public:
