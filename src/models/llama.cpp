@@ -221,10 +221,12 @@ class LlamaModel final : public CausalLM {
     const at::Tensor positions = in.position_ids.defined() ? in.position_ids : default_position_ids(in, S);
     const at::ScalarType dt = dtype();
     const nn::RopeTables rope = nn::rope_tables(c_.rope, positions, dt);
-    const at::Tensor full_bias = decoder_attention_bias(B, T, S, in.attention_mask, in.segment_ids, 0, dt);
+    const at::Tensor full_bias =
+        decoder_attention_bias(B, T, S, in.attention_mask, in.segment_ids, 0, dt, ids.device());
     at::Tensor window_bias;
     if (c_.sliding_window > 0) {
-      window_bias = decoder_attention_bias(B, T, S, in.attention_mask, in.segment_ids, c_.sliding_window, dt);
+      window_bias = decoder_attention_bias(B, T, S, in.attention_mask, in.segment_ids, c_.sliding_window, dt,
+                                           ids.device());
     }
     const int64_t groups = c_.num_heads / c_.num_kv_heads;
     const double dropout_p = ctx.training ? c_.attention_dropout : 0.0;
@@ -375,21 +377,21 @@ at::Tensor llama_rms_norm(const at::Tensor& x, const at::Tensor& weight, double 
 }
 
 at::Tensor decoder_attention_bias(int64_t B, int64_t T, int64_t S, const at::Tensor& key_mask,
-                                  const at::Tensor& segment_ids, int64_t sliding_window,
-                                  at::ScalarType dtype) {
-  const auto long_opts = at::TensorOptions().dtype(at::kLong);
+                                  const at::Tensor& segment_ids, int64_t sliding_window, at::ScalarType dtype,
+                                  c10::Device device) {
+  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device);
   const at::Tensor q = at::arange(S, S + T, long_opts).view({T, 1});  // absolute query index
   const at::Tensor k = at::arange(0, S + T, long_opts).view({1, S + T});
   at::Tensor allowed = k.le(q);  // [T, S+T] causal
-  if (sliding_window > 0) allowed = allowed.logical_and(k.gt(q - sliding_window));
+  if (sliding_window > 0) allowed = allowed & k.gt(q - sliding_window);
   allowed = allowed.view({1, 1, T, S + T}).expand({B, 1, T, S + T});
-  if (key_mask.defined()) allowed = allowed.logical_and(key_mask.to(at::kBool).view({B, 1, 1, S + T}));
+  if (key_mask.defined()) allowed = allowed & key_mask.to(at::kBool).view({B, 1, 1, S + T});
   if (segment_ids.defined()) {
     if (S != 0) fail("decoder_attention_bias: segment_ids need S == 0");
-    allowed = allowed.logical_and(segment_ids.view({B, 1, T, 1}).eq(segment_ids.view({B, 1, 1, T})));
+    allowed = allowed & segment_ids.view({B, 1, T, 1}).eq(segment_ids.view({B, 1, 1, T}));
   }
-  return at::zeros({B, 1, T, S + T}, at::TensorOptions().dtype(dtype))
-      .masked_fill(allowed.logical_not(), nn::dtype_lowest(dtype));
+  return at::zeros({B, 1, T, S + T}, at::TensorOptions().dtype(dtype).device(device))
+      .masked_fill(~allowed, nn::dtype_lowest(dtype));
 }
 
 at::Tensor default_position_ids(const CausalLmInputs& in, int64_t S) {

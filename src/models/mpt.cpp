@@ -290,7 +290,8 @@ class MptModel final : public CausalLM {
     const double min32 = static_cast<double>(std::numeric_limits<float>::lowest());
     at::Tensor mask = bias;
     if (key_masked.defined()) {
-      if (!mask.defined()) mask = at::zeros({1, 1, 1, s_k}, at::TensorOptions().dtype(at::kFloat));
+      if (!mask.defined())
+        mask = at::zeros({1, 1, 1, s_k}, at::TensorOptions().dtype(at::kFloat).device(wte_.device()));
       mask = mask.masked_fill(key_masked, min32);
     }
     if (T > 1) {

@@ -1,6 +1,7 @@
 // Moving a model to a device reaches every tensor, keeps tied weights tied and trainable tensors leaves.
 // Checked on the "meta" device (shapes only, no data), which behaves as a second device does: a tensor
-// left on the CPU fails here as it would on CUDA, on a machine without a GPU.
+// left on the CPU fails here as it would on CUDA, on a machine without a GPU. (A whole forward cannot run
+// on meta: embedding's index_select has no meta kernel; the forward's device hygiene needs a GPU test.)
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 

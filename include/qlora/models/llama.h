@@ -51,8 +51,8 @@ at::Tensor llama_rms_norm(const at::Tensor& x, const at::Tensor& weight, double 
 // `key_mask` [B, S + T] (undefined: all keys real), `segment_ids` [B, T] (undefined: one segment; only
 // without a cache, S == 0).
 at::Tensor decoder_attention_bias(int64_t B, int64_t T, int64_t S, const at::Tensor& key_mask,
-                                  const at::Tensor& segment_ids, int64_t sliding_window,
-                                  at::ScalarType dtype);
+                                  const at::Tensor& segment_ids, int64_t sliding_window, at::ScalarType dtype,
+                                  c10::Device device = c10::Device(c10::kCPU));
 
 // The default position ids of the contract: cumsum(mask) - 1 over the full [B, S + T] mask with pads at 0
 // (GenerationMixin), last T columns; arange(S, S + T) without a mask; restarting at 0 in each segment when
