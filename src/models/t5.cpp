@@ -111,7 +111,8 @@ at::Tensor clamp_fp16(const at::Tensor& x) {
 // Relative position bias of block 0 for queries at past .. past+Tq-1 over keys 0 .. Tk-1: [1, H, Tq, Tk].
 at::Tensor position_bias(const T5Model& model, const T5Stack& stack, int64_t Tq, int64_t Tk, int64_t past,
                          bool bidirectional) {
-  const at::TensorOptions longs = at::TensorOptions().dtype(at::kLong);
+  const at::TensorOptions longs =
+      at::TensorOptions().dtype(at::kLong).device(stack.relative_attention_bias.device());
   const at::Tensor query = at::arange(Tq, longs).unsqueeze(1) + past;
   const at::Tensor key = at::arange(Tk, longs).unsqueeze(0);
   const at::Tensor bucket =
@@ -447,11 +448,11 @@ at::Tensor decode_hidden(const T5Model& model, const at::Tensor& decoder_input_i
       nn::dropout(at::embedding(model.shared, decoder_input_ids), c.dropout_rate, ctx);  // [B, T, C]
   const at::ScalarType dtype = x.scalar_type();
   // Causal mask over the cached and new tokens: query t (at past + t) sees keys 0 .. past + t.
-  const at::Tensor future = at::ones({T, total}, at::TensorOptions().dtype(at::kBool)).triu(past + 1);
+  const at::Tensor future = at::ones({T, total}, x.options().dtype(at::kBool)).triu(past + 1);
   const at::Tensor causal =
       at::zeros({T, total}, x.options()).masked_fill(future, nn::dtype_lowest(dtype));  // [T, past+T]
   const at::Tensor enc_mask = nn::padding_mask_bias(
-      encoder_mask.defined() ? encoder_mask : at::ones({B, S}, at::TensorOptions().dtype(at::kLong)),
+      encoder_mask.defined() ? encoder_mask : at::ones({B, S}, x.options().dtype(at::kLong)),
       dtype);  // [B, 1, 1, S]
   const at::Tensor bias = position_bias(model, model.decoder, T, total, past, /*bidirectional=*/false);
   const bool first = cache != nullptr && cache->k.empty();
