@@ -9,6 +9,7 @@
 #include <ostream>
 
 #include "error_of.h"
+#include "parity.h"
 #include "qlora/core/atomic_file.h"
 #include "qlora/core/fs.h"
 #include "qlora/core/jsonl.h"
@@ -64,7 +65,7 @@ TEST_P(PrequantizedLoad, LogitsMatchTransformers) {
   auto model = models::load_causal_lm(folder(c.kind));
   EXPECT_EQ(count_quantized(*model, c.four_bit), 14);  // 7 projections x 2 layers; lm_head stays dense
   const at::Tensor logits = logits_of(*model, hf.tensor("input_ids"));
-  EXPECT_LT((logits - hf.tensor("logits")).abs().max().item<double>(), c.tolerance);
+  qlora::testing::expect_close(std::string(c.kind) + " logits", logits, hf.tensor("logits"), c.tolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Bnb, PrequantizedLoad,
@@ -185,7 +186,7 @@ TEST(PrequantizedLoad, T5LogitsMatchTransformers) {
   in.decoder_input_ids = hf.tensor("decoder_input_ids");
   at::NoGradGuard no_grad;
   const at::Tensor logits = models::seq2seq_forward(model, in, {}).logits;
-  EXPECT_LT((logits - hf.tensor("logits")).abs().max().item<double>(), 1e-5);
+  qlora::testing::expect_close("logits", logits, hf.tensor("logits"), 1e-5);
 }
 
 TEST(PrequantizedLoad, XlmrQaLogitsMatchTransformers) {
@@ -199,8 +200,8 @@ TEST(PrequantizedLoad, XlmrQaLogitsMatchTransformers) {
   EXPECT_EQ(four_bit, 13);  // every linear, qa_outputs included (transformers quantizes it too)
   at::NoGradGuard no_grad;
   const auto out = models::qa_forward(model, {hf.tensor("input_ids"), {}, {}}, {});
-  EXPECT_LT((out.start - hf.tensor("start_logits")).abs().max().item<double>(), 1e-5);
-  EXPECT_LT((out.end - hf.tensor("end_logits")).abs().max().item<double>(), 1e-5);
+  qlora::testing::expect_close("start logits", out.start, hf.tensor("start_logits"), 1e-5);
+  qlora::testing::expect_close("end logits", out.end, hf.tensor("end_logits"), 1e-5);
 }
 
 TEST(ExportQuantized, T5AndXlmrWriteWhatTransformersSaves) {
