@@ -360,6 +360,10 @@ class MptModel final : public CausalLM {
   nn::AttnImplementation attn_ = nn::AttnImplementation::kEager;
 };
 
+void require_positive(const HfConfig& hf, const char* key, int64_t v) {
+  if (v <= 0) fail(hf.source() + ": " + key + " must be positive, got " + std::to_string(v));
+}
+
 // A flag that must keep its llm-foundry default for this implementation.
 void require_flag(const HfConfig& hf, const HfConfig& attn, const std::string& key, bool supported,
                   const std::string& why) {
@@ -431,9 +435,6 @@ void transformers_mpt_semantics(const HfConfig& hf, const HfConfig& attn, MptCon
 }
 
 void llm_foundry_semantics(const HfConfig& hf, const HfConfig& attn, MptConfig& c) {
-  auto positive = [&](const char* key, int64_t v) {
-    if (v <= 0) fail(hf.source() + ": " + key + " must be positive, got " + std::to_string(v));
-  };
   require_flag(hf, attn, "rope", false, "rotary MPT models; only ALiBi / learned positions");
   require_flag(hf, attn, "qk_ln", false, "layer norm on queries and keys");
   require_flag(hf, attn, "qk_gn", false, "group norm on queries and keys");
@@ -480,7 +481,7 @@ void llm_foundry_semantics(const HfConfig& hf, const HfConfig& attn, MptConfig& 
     }
     c.ffn_hidden_size = static_cast<int64_t>(hidden_f);
   }
-  positive("ffn hidden size", c.ffn_hidden_size);
+  require_positive(hf, "ffn hidden size", c.ffn_hidden_size);
 
   const std::string fc = hf.get_string("fc_type", "torch");
   if (fc != "torch") fail(hf.source() + ": fc_type '" + fc + "' is not supported (only torch)");
@@ -528,14 +529,11 @@ MptConfig MptConfig::from_hf_config(const HfConfig& hf) {
   c.n_layers = hf.get_int("n_layers", 24);
   c.max_seq_len = hf.get_int("max_seq_len", 2048);
   c.vocab_size = hf.get_int("vocab_size", 50368);
-  auto positive = [&](const char* key, int64_t v) {
-    if (v <= 0) fail(hf.source() + ": " + key + " must be positive, got " + std::to_string(v));
-  };
-  positive("d_model", c.d_model);
-  positive("n_heads", c.n_heads);
-  positive("n_layers", c.n_layers);
-  positive("max_seq_len", c.max_seq_len);
-  positive("vocab_size", c.vocab_size);
+  require_positive(hf, "d_model", c.d_model);
+  require_positive(hf, "n_heads", c.n_heads);
+  require_positive(hf, "n_layers", c.n_layers);
+  require_positive(hf, "max_seq_len", c.max_seq_len);
+  require_positive(hf, "vocab_size", c.vocab_size);
   if (c.d_model % c.n_heads != 0) {
     fail(hf.source() + ": d_model " + std::to_string(c.d_model) + " is not a multiple of n_heads " +
          std::to_string(c.n_heads));

@@ -289,14 +289,9 @@ EncoderModel load_encoder(const EncoderConfig& config, const std::string& checkp
   for (const std::string& name : ckpt.names()) {
     if (used.count(name) == 0) local.unused.push_back(name);
   }
-  if (!local.unused.empty()) {
-    // As transformers' load report lists UNEXPECTED keys (a base checkpoint's MLM head and pooler under a
-    // QA model, say): never silently.
-    std::string names;
-    for (size_t i = 0; i < local.unused.size() && i < 6; ++i) names += (i ? ", " : "") + local.unused[i];
-    if (local.unused.size() > 6) names += " and " + std::to_string(local.unused.size() - 6) + " more";
-    log::warn(ckpt.path() + ": tensors not used by the " + config.model_type + " model: " + names);
-  }
+  // As transformers' load report lists UNEXPECTED keys (a base checkpoint's MLM head and pooler under a QA
+  // model, say): never silently.
+  ckpt.warn_unread();
   if (!local.initialized.empty()) {
     std::string names;
     for (const std::string& n : local.initialized) names += (names.empty() ? "" : ", ") + n;

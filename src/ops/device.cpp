@@ -2,7 +2,9 @@
 
 #include <ATen/Context.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 
 #include "qlora/core/error.h"
 #include "qlora/core/suggest.h"
@@ -118,22 +120,32 @@ std::string device_summary(const DeviceInfo& info) {
          " total, " + gib(info.free_bytes) + " free";
 }
 
+namespace {
+
+// One precision setting on `device`: "auto" is bf16 on sm80+, fp16 below and `cpu_auto` on the CPU; bf16
+// on a GPU below sm80 is refused; anything but "auto" and `explicit_values` is an error listing them.
+std::string resolve_precision(const std::string& requested, const DeviceInfo& device, const std::string& what,
+                              const std::string& cpu_auto, const std::vector<std::string>& explicit_values) {
+  if (requested == "auto") return !device.is_cuda() ? cpu_auto : has_bf16(device) ? "bf16" : "fp16";
+  if (std::find(explicit_values.begin(), explicit_values.end(), requested) == explicit_values.end()) {
+    std::string choices = "auto";
+    for (const auto& v : explicit_values) choices += ", " + v;
+    fail(what + ": '" + requested + "' is not one of " + choices);
+  }
+  if (requested == "bf16" && device.is_cuda() && !has_bf16(device)) no_bf16(device, what, requested);
+  return requested;
+}
+
+}  // namespace
+
 std::string resolve_mixed_precision(const std::string& requested, const DeviceInfo& device,
                                     const std::string& what) {
-  if (requested == "auto") return !device.is_cuda() ? "no" : has_bf16(device) ? "bf16" : "fp16";
-  if (requested == "bf16" && device.is_cuda() && !has_bf16(device)) no_bf16(device, what, requested);
-  if (requested != "no" && requested != "fp16" && requested != "bf16")
-    fail(what + ": '" + requested + "' is not one of auto, no, fp16, bf16");
-  return requested;
+  return resolve_precision(requested, device, what, "no", {"no", "fp16", "bf16"});
 }
 
 std::string resolve_model_dtype(const std::string& requested, const DeviceInfo& device,
                                 const std::string& what) {
-  if (requested == "auto") return !device.is_cuda() ? "fp32" : has_bf16(device) ? "bf16" : "fp16";
-  if (requested == "bf16" && device.is_cuda() && !has_bf16(device)) no_bf16(device, what, requested);
-  if (requested != "fp32" && requested != "fp16" && requested != "bf16")
-    fail(what + ": '" + requested + "' is not one of auto, fp32, bf16, fp16");
-  return requested;
+  return resolve_precision(requested, device, what, "fp32", {"fp32", "bf16", "fp16"});
 }
 
 }  // namespace qlora::ops

@@ -12,6 +12,7 @@
 #include "qlora/core/fs.h"
 #include "qlora/io/checkpoint.h"
 #include "qlora/models/causal_lm.h"
+#include "qlora/models/encoder.h"
 
 namespace qlora::models {
 namespace {
@@ -98,6 +99,17 @@ TEST(Layouts, UnusedCheckpointTensorIsWarnedByName) {
   const std::string log = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(log.find("'model.layers.0.mlp.extra_proj.weight'"), std::string::npos) << log;
   fsys::remove_all(dir);
+}
+
+// The same for encoders: an MLM checkpoint loaded under a QA head has an lm_head nobody uses.
+TEST(Layouts, EncoderCheckpointTensorsTheHeadDoesNotUseAreWarned) {
+  EncoderLoadOptions options;
+  options.head = EncoderHead::kQuestionAnswering;
+  ::testing::internal::CaptureStderr();
+  load_encoder(model_dir("tiny-xlmr-mlm"), options);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("not used by the model"), std::string::npos) << log;
+  EXPECT_NE(log.find("'lm_head."), std::string::npos) << log;
 }
 
 }  // namespace

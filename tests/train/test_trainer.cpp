@@ -172,6 +172,36 @@ TEST(Trainer, ResumeEqualsUninterrupted) {
   EXPECT_TRUE(at::equal(second.b_.detach(), full.b_.detach()));
 }
 
+// on_resume gets the checkpoint's step (the metrics writer cuts its records there), and a checkpoint
+// whose dropout generator state is for the other kind of device (a CUDA run's "cuda" key, resumed on the
+// CPU) is one error naming the file, not a silently reseeded generator.
+TEST(Trainer, ResumeReportsItsStepAndRefusesAnotherDevicesGenerator) {
+  const auto dir = fresh_dir("rng_device");
+  ToyTask task;
+  auto o = options(dir);
+  o.max_steps = 3;
+  train::run_training(task, o);
+  ToyTask again;
+  o.max_steps = 6;
+  int64_t resumed_at = -1;
+  train::run_training(again, o, dir + "/checkpoint-3", nullptr, [&](int64_t step) { resumed_at = step; });
+  EXPECT_EQ(resumed_at, 3);
+
+  const std::string rng = dir + "/checkpoint-3/rng_state.safetensors";
+  const auto saved = qlora::SafetensorsFile::open(rng);
+  const at::Tensor state = saved.tensor("cpu").clone();
+  qlora::save_safetensors(rng, {{"cuda", state}});
+  ToyTask third;
+  try {
+    train::run_training(third, o, dir + "/checkpoint-3");
+    FAIL() << "expected an error";
+  } catch (const qlora::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("rng_state.safetensors: no 'cpu' generator state"), std::string::npos) << what;
+    EXPECT_NE(what.find("written by a CUDA run"), std::string::npos) << what;
+  }
+}
+
 // A crash while checkpoint-6 is being written leaves checkpoint-3 as the newest complete one;
 // resuming from it finishes with the uninterrupted result.
 TEST(Trainer, CrashDuringSaveKeepsLastGoodCheckpoint) {

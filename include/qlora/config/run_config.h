@@ -106,8 +106,9 @@ struct TrainSection {
   // causal_lm / seq2seq: labelled tokens per lm_head + cross-entropy chunk, recomputed in backward, so
   // that only chunk x vocab logits exist at once (0 = all labelled tokens at once, no recompute)
   int64_t loss_chunk_tokens = 512;
-  std::string optim = "adamw_torch";     // adamw_torch, paged_adamw_32bit, adamw_8bit, paged_adamw_8bit
-  std::string mixed_precision = "no";    // auto (by device), no, fp16 (dynamic loss scaling), bf16; fp32 masters
+  std::string optim = "adamw_torch";  // adamw_torch, paged_adamw_32bit, adamw_8bit, paged_adamw_8bit
+  std::string mixed_precision =
+      "no";  // auto (by device), no, fp16 (dynamic loss scaling), bf16; fp32 masters
 };
 
 struct RunConfig {
